@@ -1,0 +1,92 @@
+"""Run spiders: in this process (the CLI) or in a child process (tests, the scheduler) so a crash stays there."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import subprocess
+import sys
+from collections.abc import Sequence
+
+from scrapy.crawler import CrawlerProcess
+from scrapy.settings import Settings as ScrapySettings
+from scrapy.spiderloader import SpiderLoader
+
+from crawlers.settings import scrapy_settings
+from crawlers.sources import SourceConfig, load_sources
+from radar.errors import ConfigError
+from radar.settings import get_settings
+
+log = logging.getLogger(__name__)
+
+
+def select_sources(names: Sequence[str] | None = None) -> list[SourceConfig]:
+    """The sources to crawl: the named ones, or every enabled one. An unknown name is a ConfigError."""
+    sources = load_sources(get_settings().sources_path)
+    if not names:
+        return [s for s in sources.values() if s.enabled]
+    unknown = [n for n in names if n not in sources]
+    if unknown:
+        raise ConfigError(f"unknown source(s) {', '.join(unknown)}; known: {', '.join(sorted(sources))}")
+    return [sources[n] for n in names]
+
+
+def crawl(names: Sequence[str] | None = None, *, mirror: str | None = None) -> list[str]:
+    """Crawl the sources in this process, all at once, and return the names crawled.
+
+    Twisted's reactor runs once per process: call this once, or use crawl_subprocess.
+    """
+    sources = select_sources(names)
+    values = scrapy_settings(mirror=mirror)
+    loader = SpiderLoader.from_settings(ScrapySettings(values))
+    available = set(loader.list())
+    process = CrawlerProcess(settings=values, install_root_handler=False)
+    crawled = []
+    for source in sources:
+        if source.name not in available:
+            log.error("%s: no spider crawlers/spiders/%s.py for config/sources/%s.yml, skipped",
+                      source.name, source.name, source.name)
+            continue
+        process.crawl(loader.load(source.name), source=source)
+        crawled.append(source.name)
+    if crawled:
+        process.start()
+    return crawled
+
+
+def crawl_subprocess(names: Sequence[str] | None = None, *, mirror: str | None = None,
+                     env: dict[str, str] | None = None, timeout: float | None = None,
+                     capture: bool = True) -> subprocess.CompletedProcess:
+    """Crawl in a child Python process, so its crash, hang or reactor cannot reach the caller.
+
+    With capture, the child's log is returned in the result; without, it goes to our stderr.
+    """
+    argv = [sys.executable, "-m", "crawlers.runner"]
+    for name in names or []:
+        argv += ["--source", name]
+    if mirror:
+        argv += ["--mirror", mirror]
+    child_env = dict(os.environ)
+    child_env.update(env or {})
+    if capture:
+        return subprocess.run(argv, env=child_env, capture_output=True, text=True, timeout=timeout)
+    return subprocess.run(argv, env=child_env, timeout=timeout)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m crawlers.runner", description=__doc__)
+    parser.add_argument("--source", action="append", help="source name; repeat; default: every enabled source")
+    parser.add_argument("--mirror", help="serve every request from this local mirror, e.g. http://127.0.0.1:8000")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=get_settings().log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    try:
+        crawl(args.source, mirror=args.mirror)
+    except ConfigError as exc:
+        log.error("%s", exc)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,120 @@
+"""Search: one interface, the same results on SQLite FTS5 and PostgreSQL, safe against any query text."""
+
+from __future__ import annotations
+
+from datetime import date
+
+import pytest
+
+from crawlers.items import NoticeItem
+from radar.db import session_scope
+from radar.errors import SearchQueryError
+from radar.models import Classification
+from radar.search import MARK_END, MARK_START, Filters, fts5_expression, parse_query, search, tsquery_expression
+from radar.store import store_items
+
+NOTICES = [
+    ("n1", "USB charger overheats", "The charger can overheat and catch fire while charging phones.", date(2024, 5, 2),
+     [("jurisdiction", "juris.eu.de", "notified_by"), ("jurisdiction", "juris.cn", "origin"), ("category", "cat.electrical.chargers", None), ("hazard", "hazard.fire", None)]),
+    ("n2", "Wireless chargers recalled", "Chargers sold online; risk of electric shock.", date(2023, 11, 20),
+     [("jurisdiction", "juris.eu.fr", "notified_by"), ("category", "cat.electrical.chargers", None), ("hazard", "hazard.electric_shock", None)]),
+    ("n3", "Magnetic building set", "Small magnets detach; a child may swallow them. Sold in Germany.", date(2024, 1, 15),
+     [("jurisdiction", "juris.eu.de", "sold_in"), ("category", "cat.toys.magnetic", None), ("hazard", "hazard.choking", None)]),
+    ("n4", "Doll with phthalates", "The doll contains DEHP (0.5 % by weight). <script>alert(1)</script> is not code here.", None,
+     [("jurisdiction", "juris.eu.pl", "notified_by"), ("category", "cat.toys", None), ("hazard", "hazard.chemical", None)]),
+    ("n5", "Charger cable from Germany", "Made in Germany; no charger fault found.", date(2022, 6, 1),
+     [("jurisdiction", "juris.eu.de", "origin"), ("category", "cat.electrical", None)]),
+]
+
+
+@pytest.fixture
+def archive(engine):
+    with session_scope(engine) as session:
+        result = store_items(session, [
+            NoticeItem(source="eu_safety_gate_alerts" if i % 2 else "us_cpsc_recalls", source_id=sid,
+                       url=f"https://example.org/{sid}", title=title, text=text, published=day, raw_body=sid.encode())
+            for i, (sid, title, text, day, _) in enumerate(NOTICES)
+        ])
+        for notice_id, (_, _, _, _, findings) in zip(result.notice_ids, NOTICES):
+            for axis, value, role in findings:
+                session.add(Classification(notice_id=notice_id, notice_version=1, axis=axis, value=value, method="text",
+                                           role=role, pipeline_version="test"))
+    return engine
+
+
+def ids(result):
+    return [h.source_id for h in result.hits]
+
+
+def test_words_match_as_prefixes_newest_first(archive):
+    result = search(archive, "charger")
+    assert ids(result) == ["n1", "n2", "n5"]
+    assert result.total == 3
+    assert MARK_START + "charger" + MARK_END in result.hits[0].snippet
+
+
+def test_market_category_and_since_filters(archive):
+    assert ids(search(archive, "charger", Filters(jurisdictions=["juris.eu.de"]))) == ["n1"]  # n5 is only made in DE
+    assert ids(search(archive, "", Filters(jurisdictions=["juris.eu"]))) == ["n1", "n3", "n2", "n4"]
+    assert ids(search(archive, "", Filters(categories=["cat.toys"]))) == ["n3", "n4"]
+    assert ids(search(archive, "charger", Filters(since=date(2024, 1, 1)))) == ["n1"]
+    assert ids(search(archive, "", Filters(hazards=["hazard.choking"]))) == ["n3"]
+    assert ids(search(archive, "", Filters(sources=["us_cpsc_recalls"]))) == ["n1", "n3", "n5"]
+
+
+def test_phrases_exclusions_and_relevance(archive):
+    assert ids(search(archive, '"electric shock"')) == ["n2"]
+    assert ids(search(archive, "charger -cable")) == ["n1", "n2"]
+    assert ids(search(archive, "-charger")) == ["n3", "n4"]
+    assert ids(search(archive, "charger", sort="relevance"))[0] in ("n1", "n2", "n5")
+
+
+@pytest.mark.parametrize("query", [
+    'charger" OR 1=1 --', "charger'; DROP TABLE notice; --", "NEAR(charger fire)", "charger*", "title:charger",
+    '"unterminated phrase', "^charger", "(charger", "charger AND", "{col}:x", "\\x00", "-", '""', "*", "ÄÖÜ ß",
+])
+def test_hostile_queries_are_plain_words(archive, query):
+    result = search(archive, query)  # must not raise a database syntax error
+    assert result.total == len(result.hits)
+    assert search(archive, "charger").total == 3  # and nothing was dropped
+
+
+def test_sql_fragment_query_finds_the_words_it_contains(archive):
+    assert ids(search(archive, "charger'; DROP TABLE notice; --")) == []  # "drop", "table" are not in any notice
+    assert ids(search(archive, 'charger" fire')) == ["n1"]  # a stray quote is dropped, the words stay
+    assert ids(search(archive, "magnets OR phthalates")) == ["n3", "n4"]
+    assert ids(search(archive, "charger or fire")) == []  # only upper-case OR is an operator; "or" is a word
+
+
+def test_script_text_is_returned_as_text(archive):
+    hit = search(archive, "alert").hits[0]
+    assert hit.source_id == "n4"
+    assert MARK_START + "alert" + MARK_END + "(1)" in hit.snippet  # matched as a word, never as markup
+
+
+def test_query_translation_is_the_same_on_both_dialects():
+    parsed = parse_query('USB "wireless charger" -cable magnet OR magnetic')
+    assert parsed.clauses == [[["usb"]], [["wireless", "charger"]], [["magnet"], ["magnetic"]]]
+    assert parsed.excluded == ["cable"]
+    assert fts5_expression(parsed) == '"usb"* AND "wireless charger" AND ("magnet"* OR "magnetic"*) NOT "cable"*'
+    assert tsquery_expression(parsed) == "'usb':* & ('wireless' <-> 'charger') & ('magnet':* | 'magnetic':*) & !'cable':*"
+
+
+def test_too_many_words_is_a_clear_error():
+    with pytest.raises(SearchQueryError, match="more than"):
+        parse_query(" ".join(f"w{i}" for i in range(40)))
+
+
+def test_bad_sort_and_limits(archive):
+    with pytest.raises(SearchQueryError):
+        search(archive, "x", sort="random")
+    with pytest.raises(SearchQueryError):
+        search(archive, "x", limit=0)
+
+
+def test_pagination(archive):
+    first = search(archive, "", limit=2)
+    second = search(archive, "", limit=2, offset=2)
+    assert first.total == second.total == 5
+    assert len(set(ids(first)) | set(ids(second))) == 4
+    assert MARK_END not in first.hits[0].snippet
