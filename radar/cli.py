@@ -50,7 +50,10 @@ def main(log_level: str | None) -> None:
 @click.option("--mirror", metavar="URL", help="Fetch every URL from this local mirror (http://127.0.0.1:PORT/<host>/<path>).")
 @click.option("--samples", is_flag=True, help="Serve the bundled sample responses on 127.0.0.1 and crawl those.")
 def crawl(sources: tuple[str, ...], mirror: str | None, samples: bool) -> None:
-    """Crawl SOURCES (default: every enabled source) and store their notices."""
+    """Crawl sources and store their notices.
+
+    SOURCES are source names (see `radar sources`); default: every enabled source.
+    """
     from crawlers.runner import crawl_subprocess, select_sources
     from radar.db import get_engine
     from radar.sampleserver import SampleServer
@@ -95,7 +98,10 @@ def _print_runs(names) -> None:
 @main.command()
 @click.option("--all", "reclassify_all", is_flag=True, help="Classify every notice again, not only new versions.")
 def classify(reclassify_all: bool) -> None:
-    """Run the NLP pipeline over notices not yet classified at their current version."""
+    """Classify notices with the NLP pipeline.
+
+    Only notices not yet classified at their current version, unless --all.
+    """
     from radar.classify import classify_pending, pending_count
     from radar.db import get_engine
 
@@ -132,9 +138,11 @@ def _parse_day(_ctx, _param, value: str | None) -> date | None:
 @click.option("--offset", type=click.IntRange(0), default=0)
 @click.option("--json", "as_json", is_flag=True, help="Print the results as JSON.")
 def search(query, market, category, hazard, source, since, until, sort, limit, offset, as_json) -> None:
-    """Find stored notices by full text, newest first, with the matching words in context.
+    """Search stored notices by full text and facets.
 
-    QUERY is words (prefixes match: charger finds chargers), "quoted phrases" and -excluded words.
+    Newest first, with the matching words in context. QUERY is words (prefixes
+    match: charger finds chargers), "quoted phrases", word OR word, and
+    -excluded words; without QUERY the filters alone select.
     """
     from radar.db import get_engine
     from radar.search import MARK_END, MARK_START, Filters
@@ -187,7 +195,10 @@ def _market_id(market: str) -> str:
 @main.command()
 @click.option("--json", "as_json", is_flag=True, help="Print as JSON.")
 def sources(as_json: bool) -> None:
-    """Every source with its last run, status, records and next scheduled run."""
+    """List sources with their health and next run.
+
+    Every source with its last run, status, records, errors and next scheduled run.
+    """
     from apscheduler.triggers.cron import CronTrigger
 
     from crawlers.sources import load_sources
@@ -229,7 +240,11 @@ def sources(as_json: bool) -> None:
 
 @main.command()
 def demo() -> None:
-    """Crawl the bundled samples from a local HTTP server, store, classify and print a summary."""
+    """Run the whole pipeline on the bundled samples.
+
+    Serves the bundled sample responses from a local HTTP server, crawls them
+    with the real spiders, stores and classifies the notices, and prints a summary.
+    """
     from crawlers.runner import crawl_subprocess, select_sources
     from radar.classify import classify_pending
     from radar.db import get_engine
@@ -265,7 +280,10 @@ def demo() -> None:
 
 @main.command("settings")
 def show_settings() -> None:
-    """Every setting with its value in force, where it came from, and its help."""
+    """Show settings, their values and origins.
+
+    Every setting with its value in force, where it came from, and its help.
+    """
     from radar.settings import get_settings
 
     for s in get_settings().describe():
@@ -275,7 +293,7 @@ def show_settings() -> None:
 
 @main.group()
 def db() -> None:
-    """Database schema: migrate and inspect."""
+    """Migrate and inspect the database schema."""
 
 
 @db.command()
