@@ -314,5 +314,22 @@ def current() -> None:
     click.echo(f"database: {current_revision(make_engine())}  code: {head_revision()}")
 
 
+
+def _add_command_modules() -> None:
+    """Register the verbs of every module in radar/commands (the same way a plugin would)."""
+    import importlib
+    import pkgutil
+
+    import radar.commands
+
+    for info in sorted(pkgutil.iter_modules(radar.commands.__path__), key=lambda i: i.name):
+        module = importlib.import_module(f"radar.commands.{info.name}")
+        for command in getattr(module, "COMMANDS", []):
+            main.add_command(command)
+
+
+_add_command_modules()
+
+
 if __name__ == "__main__":
     main()
