@@ -79,7 +79,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--source", action="append", help="source name; repeat; default: every enabled source")
     parser.add_argument("--mirror", help="serve every request from this local mirror, e.g. http://127.0.0.1:8000")
     args = parser.parse_args(argv)
-    logging.basicConfig(level=get_settings().log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    level = get_settings().log_level.upper()
+    logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    if level != "DEBUG":
+        # Scrapy narrates every request and dumps its stats at INFO; our pipelines say what matters.
+        for noisy in ("scrapy", "twisted", "py.warnings", "filelock"):
+            logging.getLogger(noisy).setLevel(logging.WARNING)
     try:
         crawl(args.source, mirror=args.mirror)
     except ConfigError as exc:

@@ -72,8 +72,14 @@ def pg_url(pg_server):
 
 
 @pytest.fixture
-def sqlite_url(tmp_path):
-    return f"sqlite:///{tmp_path / 'radar.db'}"
+def sqlite_url(tmp_path, monkeypatch):
+    """A SQLite file for one test, also put in the settings (child processes inherit it)."""
+    url = f"sqlite:///{tmp_path / 'radar.db'}"
+    monkeypatch.setenv("RADAR_DATABASE_URL", url)
+    from radar import settings
+
+    settings.get_settings.cache_clear()
+    return url
 
 
 @pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
