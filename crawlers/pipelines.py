@@ -149,7 +149,7 @@ class StorePipeline(_CrawlerPipeline):
             run.records = records
             run.new, run.updated, run.unchanged = result.new, result.updated, result.unchanged
             run.rejected = int(stats.get_value("radar/rejected") or 0)
-            run.bytes = int(stats.get_value("downloader/response_bytes") or 0)
+            run.bytes = int(stats.get_value("radar/network_bytes") or 0)
             run.errors = failures + int(stats.get_value("log_count/ERROR") or 0)
             run.messages = messages[:50]
             session.add(run)

@@ -33,14 +33,24 @@ def scrapy_settings(settings: Settings | None = None, mirror: str | None = None)
             "crawlers.pipelines.DedupePipeline": 400,
             "crawlers.pipelines.StorePipeline": 500,
         },
-        # Last before the download handler, so everything else sees the real URLs.
-        "DOWNLOADER_MIDDLEWARES": {"crawlers.middleware.LocalMirrorMiddleware": 990},
+        # Incremental re-crawls: Scrapy's HTTP cache stores each response with its ETag / Last-Modified
+        # and revalidates it on the next run, so an unchanged page costs a 304 and no body.
+        "HTTPCACHE_ENABLED": True,
+        "HTTPCACHE_POLICY": "crawlers.cache.RevalidatingPolicy",
+        "HTTPCACHE_DIR": str(s.data_path / "httpcache"),
+        "HTTPCACHE_GZIP": True,
+        # Network byte counts sit below the cache, so replayed cached bodies do not count.
+        "DOWNLOADER_MIDDLEWARES": {"crawlers.middleware.NetworkStatsMiddleware": 950},
         "SPIDER_MODULES": ["crawlers.spiders"],
         "NEWSPIDER_MODULE": "crawlers.spiders",
     }
     if mirror:
         values.update({
             "RADAR_MIRROR": mirror,
+            "DOWNLOAD_HANDLERS": {
+                "http": "crawlers.middleware.MirrorDownloadHandler",
+                "https": "crawlers.middleware.MirrorDownloadHandler",
+            },
             "DOWNLOAD_DELAY": 0,
             "AUTOTHROTTLE_ENABLED": False,
             "CONCURRENT_REQUESTS_PER_DOMAIN": 8,

@@ -36,17 +36,20 @@ def counts(engine) -> dict[str, int]:
 def test_crawl_all_sources_then_recrawl_stores_nothing_twice(db_url):
     engine = get_engine(db_url)
     with SampleServer() as server:
-        crawl(server)
+        crawl(server, *SOURCES)
         first = counts(engine)
         assert set(first) == set(SOURCES) and all(n >= 5 for n in first.values()), first
         runs = last_runs(engine)
         assert {runs[s].status for s in SOURCES} == {"ok"}
         assert all(runs[s].new == first[s] and runs[s].bytes > 0 for s in SOURCES)
+        first_bytes = {s: runs[s].bytes for s in SOURCES}
 
-        crawl(server)
+        crawl(server, *SOURCES)
         assert counts(engine) == first
         runs = last_runs(engine)
         assert all(runs[s].new == 0 and runs[s].updated == 0 and runs[s].unchanged == first[s] for s in SOURCES)
+        # Conditional requests: an unchanged source answers 304s, so the re-crawl moves almost nothing.
+        assert all(runs[s].bytes < 0.05 * first_bytes[s] for s in SOURCES), {s: runs[s].bytes for s in SOURCES}
     with Session(engine) as session:
         assert session.exec(select(func.count()).select_from(NoticeVersion)).one() == sum(first.values())
         notice = session.exec(select(Notice).where(Notice.source == "us_cpsc_recalls")).first()
@@ -59,7 +62,7 @@ def test_one_source_500_another_timing_out_the_third_is_stored(sqlite_url, monke
     with SampleServer() as server:
         server.add_route(CPSC, Route(status=500, body=b"Internal Server Error", content_type="text/plain"))
         server.add_route(OPSS_FEED, Route(delay=4.0, body=b"<feed/>", content_type="application/atom+xml"))
-        crawl(server, env={"RADAR_HTTP_TIMEOUT": "1", "RADAR_HTTP_RETRIES": "0"})
+        crawl(server, *SOURCES, env={"RADAR_HTTP_TIMEOUT": "1", "RADAR_HTTP_RETRIES": "0"})
     found = counts(engine)
     assert found.get("eu_safety_gate_alerts", 0) >= 5
     assert "us_cpsc_recalls" not in found and "uk_opss_alerts" not in found
@@ -80,10 +83,10 @@ def test_one_source_500_another_timing_out_the_third_is_stored(sqlite_url, monke
 def test_broken_body_fails_its_source_only_and_keeps_what_was_stored(sqlite_url, path, fixture, kind):
     engine = get_engine(sqlite_url)
     with SampleServer() as server:
-        crawl(server)
+        crawl(server, *SOURCES)
         before = counts(engine)
         server.add_route(path, Route(body=(FIXTURES / fixture).read_bytes(), content_type="application/octet-stream"))
-        crawl(server)
+        crawl(server, *SOURCES)
     assert counts(engine) == before  # nothing lost, nothing duplicated
     runs = last_runs(engine)
     broken = next(s for s in SOURCES if runs[s].status != "ok")
