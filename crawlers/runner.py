@@ -44,15 +44,29 @@ def crawl(names: Sequence[str] | None = None, *, mirror: str | None = None) -> l
     process = CrawlerProcess(settings=values, install_root_handler=False)
     crawled = []
     for source in sources:
-        if source.name not in available:
-            log.error("%s: no spider crawlers/spiders/%s.py for config/sources/%s.yml, skipped",
-                      source.name, source.name, source.name)
+        if not source.crawl_permitted:
+            _record_refusal(source.name, f"crawling is not permitted by the publisher: {source.refusal or 'see its YAML'}")
             continue
-        process.crawl(loader.load(source.name), source=source)
+        if source.name not in available:
+            _record_refusal(source.name, f"no spider crawlers/spiders/{source.name}.py for config/sources/{source.name}.yml")
+            continue
+        domains = source.domains()
+        kwargs = {"allowed_domains": domains} if domains else {}
+        process.crawl(loader.load(source.name), source=source, **kwargs)
         crawled.append(source.name)
     if crawled:
         process.start()
     return crawled
+
+
+def _record_refusal(name: str, message: str) -> None:
+    """A source that is not crawled still gets a run record, so the health page says why."""
+    from radar.db import session_scope
+    from radar.models import SourceRun, utcnow
+
+    log.error("%s: %s; refused", name, message)
+    with session_scope() as session:
+        session.add(SourceRun(source=name, status="refused", finished_at=utcnow(), messages=[message]))
 
 
 def crawl_subprocess(names: Sequence[str] | None = None, *, mirror: str | None = None,

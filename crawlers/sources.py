@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 from enum import Enum
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
@@ -74,6 +75,23 @@ class SourceConfig(BaseModel):
     """Disabled sources are listed but never crawled."""
     max_pages: int = Field(50, ge=1)
     """Upper bound on listing pages a run follows, so a paging loop cannot run away."""
+    allowed_domains: list[str] | None = None
+    """Hosts the spider may fetch from (redirects elsewhere are refused); default: the hosts of url and urls; [] allows any."""
+    crawl_permitted: bool = True
+    """False when the publisher's terms or robots.txt forbid automated crawling: the source is listed, never crawled."""
+    refusal: str = ""
+    """Why crawling is not permitted, shown when the source is refused."""
+
+    def domains(self) -> list[str]:
+        """The hosts offsite filtering allows for this source ([] means any host)."""
+        if self.allowed_domains is not None:
+            return list(self.allowed_domains)
+        hosts = []
+        for url in [self.url, *self.urls.values()]:
+            host = urlsplit(url).hostname
+            if host and host not in hosts:
+                hosts.append(host)
+        return hosts
 
     @field_validator("schedule")
     @classmethod

@@ -129,3 +129,41 @@ def test_script_in_notice_text_is_stored_as_text_without_markup(sqlite_url):
     for notice in notices:
         assert "<script" not in notice.text.lower() and "alert(" not in notice.text
         assert "<" not in notice.title
+
+
+def test_redirect_to_another_domain_is_not_followed(sqlite_url):
+    engine = get_engine(sqlite_url)
+    with SampleServer() as server:
+        server.add_route(CPSC, Route(status=302, body=b"", content_type="text/plain",
+                                     headers={"Location": "https://elsewhere.example/recalls.json"}))
+        crawl(server, "us_cpsc_recalls")
+        assert not any("elsewhere.example" in path for path in server.requests), server.requests
+    run = last_runs(engine)["us_cpsc_recalls"]
+    assert run.status == "failed" and run.records == 0
+
+
+def test_source_whose_terms_forbid_crawling_is_refused_with_its_reason(sqlite_url, tmp_path, monkeypatch):
+    from crawlers.sources import default_sources_dir
+
+    sources = tmp_path / "sources"
+    sources.mkdir()
+    text = (default_sources_dir() / "us_cpsc_recalls.yml").read_text()
+    (sources / "us_cpsc_recalls.yml").write_text(text + "\ncrawl_permitted: false\nrefusal: terms of use forbid automated access\n")
+    monkeypatch.setenv("RADAR_SOURCES_DIR", str(sources))
+    engine = get_engine(sqlite_url)
+    with SampleServer() as server:
+        crawl(server, "us_cpsc_recalls")
+        assert server.requests == []
+    run = last_runs(engine)["us_cpsc_recalls"]
+    assert run.status == "refused"
+    assert run.messages == ["crawling is not permitted by the publisher: terms of use forbid automated access"]
+
+
+def test_huge_response_is_dropped_and_reported(sqlite_url):
+    engine = get_engine(sqlite_url)
+    with SampleServer() as server:
+        server.add_route(CPSC, Route(body=b"[" + b" " * 3_000_000 + b"]", content_type="application/json"))
+        crawl(server, "us_cpsc_recalls", env={"RADAR_MAX_RESPONSE_BYTES": "1000000"})
+    run = last_runs(engine)["us_cpsc_recalls"]
+    assert run.status == "failed" and run.records == 0
+    assert run.messages, "the dropped response must be reported"
