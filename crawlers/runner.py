@@ -41,7 +41,8 @@ def crawl(names: Sequence[str] | None = None, *, mirror: str | None = None) -> l
     values = scrapy_settings(mirror=mirror)
     loader = SpiderLoader.from_settings(ScrapySettings(values))
     available = set(loader.list())
-    process = CrawlerProcess(settings=values, install_root_handler=False)
+    values["LOG_INSTALL_ROOT_HANDLER"] = False  # our own logging configuration stays in charge
+    process = CrawlerProcess(settings=values)
     crawled = []
     for source in sources:
         if not source.crawl_permitted:
@@ -57,6 +58,26 @@ def crawl(names: Sequence[str] | None = None, *, mirror: str | None = None) -> l
     if crawled:
         process.start()
     return crawled
+
+
+class QuietLibraries(logging.Filter):
+    """Scrapy narrates every request and dumps its stats at INFO; our pipelines say what matters.
+
+    A filter on our handlers, because Scrapy resets its loggers' levels whenever a crawler starts.
+    """
+
+    NOISY = ("scrapy", "twisted", "py.warnings", "filelock", "alembic")
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return record.levelno >= logging.WARNING or not record.name.startswith(self.NOISY)
+
+
+def _quiet_scrapy() -> None:
+    if get_settings().log_level.upper() == "DEBUG":
+        return
+    for handler in logging.getLogger().handlers:
+        if not any(isinstance(f, QuietLibraries) for f in handler.filters):
+            handler.addFilter(QuietLibraries())
 
 
 def _record_refusal(name: str, message: str) -> None:
@@ -93,12 +114,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--source", action="append", help="source name; repeat; default: every enabled source")
     parser.add_argument("--mirror", help="serve every request from this local mirror, e.g. http://127.0.0.1:8000")
     args = parser.parse_args(argv)
-    level = get_settings().log_level.upper()
-    logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    if level != "DEBUG":
-        # Scrapy narrates every request and dumps its stats at INFO; our pipelines say what matters.
-        for noisy in ("scrapy", "twisted", "py.warnings", "filelock"):
-            logging.getLogger(noisy).setLevel(logging.WARNING)
+    logging.basicConfig(level=get_settings().log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    _quiet_scrapy()
     try:
         crawl(args.source, mirror=args.mirror)
     except ConfigError as exc:

@@ -18,7 +18,7 @@ log = logging.getLogger(__name__)
 def _setup_logging(level: str) -> None:
     logging.basicConfig(level=level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr)
     # Scrapy and Twisted narrate every request at INFO; their warnings and errors still show.
-    for noisy in ("scrapy", "twisted", "py.warnings", "filelock", "alembic.runtime.migration"):
+    for noisy in ("scrapy", "twisted", "py.warnings", "filelock", "alembic"):
         logging.getLogger(noisy).setLevel(max(logging.WARNING, logging.getLogger().level))
 
 

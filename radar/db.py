@@ -13,7 +13,7 @@ from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
 from sqlalchemy import event
 from sqlalchemy.engine import Engine, make_url
-from sqlalchemy.exc import ArgumentError, OperationalError
+from sqlalchemy.exc import ArgumentError, NoSuchModuleError, OperationalError
 from sqlmodel import Session, create_engine
 
 from radar.errors import StorageError
@@ -40,13 +40,19 @@ def make_engine(url: str | None = None) -> Engine:
         parsed = make_url(url)
     except ArgumentError as exc:
         raise StorageError(f"database URL {url!r} is not valid: {exc}") from exc
-    if parsed.get_backend_name() == "sqlite":
-        if parsed.database and parsed.database != ":memory:":
-            Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
-        engine = create_engine(url, connect_args={"timeout": 30})
-        event.listen(engine, "connect", _sqlite_pragmas)
-        return engine
-    return create_engine(url, pool_pre_ping=True)
+    try:
+        if parsed.get_backend_name() == "sqlite":
+            if parsed.database and parsed.database != ":memory:":
+                Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
+            engine = create_engine(url, connect_args={"timeout": 30})
+            event.listen(engine, "connect", _sqlite_pragmas)
+            return engine
+        return create_engine(url, pool_pre_ping=True)
+    except (NoSuchModuleError, ImportError) as exc:
+        raise StorageError(
+            f"database URL {parsed.render_as_string(hide_password=True)!r} names a database this install cannot use "
+            f"({exc}); use sqlite:///path or postgresql+psycopg://user@host/db"
+        ) from exc
 
 
 def include_object(obj, name, type_, reflected, compare_to) -> bool:

@@ -103,12 +103,15 @@ class SampleServer:
             candidates.append(self.root / f"{rel}@{unquote(parts.query)}")
         candidates.append(self.root / rel)
         for path in candidates:
-            path = path.resolve()
-            if not path.is_relative_to(self.root):  # no ../ escapes from the sample tree
-                return None
-            if path.is_file():
-                body = path.read_bytes()
-                return Route(200, body, _sniff(body, path), headers={"Last-Modified": _FIXED_MTIME})
+            try:
+                path = path.resolve()
+                if not path.is_relative_to(self.root):  # no ../ escapes from the sample tree
+                    return None
+                if path.is_file():
+                    body = path.read_bytes()
+                    return Route(200, body, _sniff(body, path), headers={"Last-Modified": _FIXED_MTIME})
+            except OSError:  # a query too long for a file name simply has no file of its own
+                continue
         return None
 
     def _handle(self, handler: BaseHTTPRequestHandler) -> None:
