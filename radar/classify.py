@@ -60,7 +60,7 @@ def classify_pending(engine: Engine, classifier=None, *, reclassify_all: bool = 
                     rows.append(Classification(
                         notice_id=notice.id, notice_version=notice.version, axis=f.axis, value=f.value,
                         score=f.score, method=f.method, field=f.field or "", evidence=(f.evidence or "")[:2000],
-                        start=f.start, end=f.end, role=f.role, pipeline_version=PIPELINE_VERSION,
+                        start=f.start, end=f.end, role=f.role, pipeline_version=getattr(classifier, "version", PIPELINE_VERSION)[:40],
                     ))
                 notice.classified_version = notice.version
                 session.add(notice)

@@ -1,0 +1,332 @@
+"""Classify notices: categories, hazards and jurisdictions, each finding with the label or span behind it."""
+
+from __future__ import annotations
+
+import logging
+from collections import Counter, defaultdict
+from collections.abc import Iterable, Iterator, Mapping
+from dataclasses import asdict, dataclass
+from itertools import islice
+from pathlib import Path
+from typing import Any, Literal
+
+import spacy
+from spacy.language import Language
+from spacy.util import compile_infix_regex
+
+from nlp import components as _components  # noqa: F401 - importing registers the radar_* factories
+from nlp.components import FALLBACK_LANGUAGE, SPAN_KEYS, SUPPORTED_LANGUAGES
+from nlp.taxonomy import Taxonomy, load_cached
+
+log = logging.getLogger(__name__)
+
+PIPELINE_VERSION = "0.1.0"
+"""Bumped when the code's behaviour changes; :attr:`Classifier.version` adds the taxonomy's fingerprint."""
+
+MAX_CHARS = 100_000
+"""Longer titles or texts are cut here: beyond it a notice is a document dump, and time grows linearly."""
+
+# Scores. A source's own label is the publisher's statement, so it is certain. Words in the title
+# name what the notice is about; words in the body may be context ("unlike toys, ...").
+SCORE_SOURCE_LABEL = 1.0
+SCORE_TITLE = 0.8
+SCORE_TEXT = 0.6
+SCORE_TEXT_REPEAT = 0.05
+"""Added per further mention in the body, up to SCORE_TEXT_MAX: repetition is evidence, weakly."""
+SCORE_TEXT_MAX = 0.75
+
+TITLE_SEPARATOR = "\n\n"
+"""Title and text go through spaCy as one doc (half the per-doc overhead); no term spans a blank line."""
+
+Axis = Literal["category", "hazard", "jurisdiction", "severity"]
+Method = Literal["source_label", "text"]
+
+LABEL_FIELDS: tuple[tuple[str, Axis, Axis | None], ...] = (
+    ("category_labels", "category", None),
+    # OPSS and FDA spiders put the risk level here ("Serious", "Class II"): a risk label that is no
+    # hazard but is a known severity is read as one, not counted as an unmapped hazard.
+    ("risk_labels", "hazard", "severity"),
+    ("country_labels", "jurisdiction", None),
+)
+LABEL_KEY_AXES: tuple[Axis, ...] = ("category", "hazard", "severity")
+"""Axes whose taxonomy file may name keys of a notice's ``labels`` (``label_keys``) to read."""
+LABEL_SEPARATORS = (";", "|")
+"""Besides commas: the separators publishers pack several labels with ("électrocution|incendie")."""
+
+
+@dataclass(frozen=True, slots=True)
+class Finding:
+    """One thing the pipeline found in a notice, with what justified it."""
+
+    axis: Axis
+    """category, hazard or jurisdiction; severity too, from source labels only (risk levels)."""
+    value: str
+    """A taxonomy id, e.g. ``cat.toys.magnetic``."""
+    score: float
+    """0..1; 1.0 for a source label mapped through a crosswalk."""
+    method: Method
+    field: str
+    """Where the evidence is: title, text, category_labels, risk_labels, country_labels,
+    labels.<key>, or source (the publisher's own jurisdiction)."""
+    evidence: str
+    """The exact span text (``field_value[start:end]``) or the source label as written."""
+    start: int | None = None
+    end: int | None = None
+    role: str | None = None
+    """Jurisdictions only, when known: notified_by, origin, sold_in, publisher."""
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def pipeline_language(language: str | None) -> str:
+    """The spaCy language a notice runs on: its primary language subtag if supported, else "xx"."""
+    code = (language or "").strip().lower().replace("_", "-").split("-")[0]
+    if code in SUPPORTED_LANGUAGES:
+        return code
+    log.debug("no pipeline for language %r, using the multi-language one", language)
+    return FALLBACK_LANGUAGE
+
+
+def build_nlp(lang: str, taxonomy_dir: Path | str | None = None) -> Language:
+    """A blank spaCy pipeline for ``lang`` with the radar components (no downloaded model needed)."""
+    nlp = spacy.blank(lang)
+    # Split hyphenated words in every language ("USB-Ladegerät", "e-cigarette"): German and Dutch keep
+    # them whole by default, which would hide "Ladegerät" from the matcher. Patterns are tokenized by
+    # this same tokenizer, so "e-cigarette" as a term still matches. Angle brackets split too, so a
+    # markup remnant a spider missed ("charger</h1>") does not glue itself to a word.
+    infixes = list(nlp.Defaults.infixes or []) + [r"(?<=[^\W_])[-\u2010\u2013](?=[^\W\d_])", r"[<>]"]
+    nlp.tokenizer.infix_finditer = compile_infix_regex(infixes).finditer
+    directory = str(taxonomy_dir) if taxonomy_dir is not None else None
+    nlp.add_pipe("radar_terms", name="radar_categories", config={"axis": "category", "taxonomy_dir": directory})
+    nlp.add_pipe("radar_terms", name="radar_hazards", config={"axis": "hazard", "taxonomy_dir": directory})
+    nlp.add_pipe("radar_jurisdictions", config={"taxonomy_dir": directory})
+    return nlp
+
+
+def _get(notice: Any, name: str) -> Any:
+    if isinstance(notice, Mapping):
+        return notice.get(name)
+    return getattr(notice, name, None)
+
+
+def _as_labels(value: Any) -> list[str]:
+    if value is None:
+        return []
+    if isinstance(value, str):
+        return [value]
+    if isinstance(value, (list, tuple, set, frozenset)):
+        return [str(v) for v in value if v is not None and str(v).strip()]
+    return [str(value)]
+
+
+@dataclass(slots=True)
+class _Prepared:
+    lang: str
+    title: str
+    text: str
+    joined: str
+    findings: list[Finding]
+
+
+class Classifier:
+    """Finds categories, hazards and jurisdictions in notices.
+
+    Source labels go through the taxonomy's crosswalks (score 1.0); title and text go through a
+    spaCy pipeline per language. A label no crosswalk maps is logged and counted in
+    :attr:`unmapped`, never guessed.
+    """
+
+    def __init__(self, taxonomy: Taxonomy, *, max_chars: int = MAX_CHARS) -> None:
+        self.taxonomy = taxonomy
+        self.max_chars = max_chars
+        self.unmapped: Counter[tuple[str, str, str]] = Counter()
+        """(source, axis, label) → how many notices sent that label without a crosswalk mapping."""
+        self._nlps: dict[str, Language] = {}
+
+    @classmethod
+    def load(cls, taxonomy_dir: Path | str | None = None, *, max_chars: int = MAX_CHARS) -> Classifier:
+        return cls(load_cached(taxonomy_dir), max_chars=max_chars)
+
+    @property
+    def version(self) -> str:
+        """What classified a notice: code version plus taxonomy fingerprint, stored with each classification."""
+        return f"{PIPELINE_VERSION}+tax.{self.taxonomy.fingerprint[:12]}"
+
+    def nlp(self, language: str | None) -> Language:
+        """The (cached) pipeline for a notice language."""
+        lang = pipeline_language(language)
+        if lang not in self._nlps:
+            self._nlps[lang] = build_nlp(lang, self.taxonomy.directory)
+        return self._nlps[lang]
+
+    # ---- public ------------------------------------------------------------------------------
+
+    def classify(self, notice: Any) -> list[Finding]:
+        """Findings for one notice (any object or mapping with title, text, language, source, *_labels)."""
+        prepared = self._prepare(notice)
+        return self._finish(prepared, self.nlp(prepared.lang)(prepared.joined))
+
+    def classify_many(self, notices: Iterable[Any], batch_size: int = 256) -> Iterator[list[Finding]]:
+        """Findings per notice, in input order; runs ``nlp.pipe`` per language within each batch."""
+        iterator = iter(notices)
+        while batch := list(islice(iterator, batch_size)):
+            prepared = [self._prepare(notice) for notice in batch]
+            by_lang: dict[str, list[int]] = defaultdict(list)
+            for i, item in enumerate(prepared):
+                by_lang[item.lang].append(i)
+            docs: list[Any] = [None] * len(prepared)
+            for lang, indexes in by_lang.items():
+                texts = (prepared[i].joined for i in indexes)
+                for i, doc in zip(indexes, self.nlp(lang).pipe(texts, batch_size=batch_size)):
+                    docs[i] = doc
+            for item, doc in zip(prepared, docs):
+                yield self._finish(item, doc)
+
+    # ---- steps -------------------------------------------------------------------------------
+
+    def _prepare(self, notice: Any) -> _Prepared:
+        source = _get(notice, "source") or ""
+        title = self._clip(_get(notice, "title"), "title", source)
+        text = self._clip(_get(notice, "text"), "text", source)
+        lang = pipeline_language(_get(notice, "language"))
+        findings = self._label_findings(notice, str(source))
+        return _Prepared(lang, title, text, title + TITLE_SEPARATOR + text, findings)
+
+    def _clip(self, value: Any, field: str, source: str) -> str:
+        text = value if isinstance(value, str) else ("" if value is None else str(value))
+        if len(text) > self.max_chars:
+            log.debug("%s of a %s notice is %d chars; classifying the first %d",
+                      field, source, len(text), self.max_chars)
+            text = text[: self.max_chars]
+        return text
+
+    def _label_findings(self, notice: Any, source: str) -> list[Finding]:
+        def labelled(axis: Axis, value: str, field: str, evidence: str, role: str | None = None) -> Finding:
+            return Finding(axis, value, SCORE_SOURCE_LABEL, "source_label", field, evidence, role=role)
+
+        out: list[Finding] = []
+        publisher_key = self.taxonomy.publisher_for_source(source)
+        if publisher_key:
+            publisher = self.taxonomy.publishers[publisher_key]
+            if publisher.jurisdiction:
+                out.append(labelled("jurisdiction", publisher.jurisdiction, "source", source, "publisher"))
+        counted: set[tuple[str, str]] = set()
+        for field, axis, fallback in LABEL_FIELDS:
+            for label in _as_labels(_get(notice, field)):
+                for found_axis, value, evidence in self._map_label(source, axis, label, counted, fallback):
+                    out.append(labelled(found_axis, value, field, evidence))
+        labels = _get(notice, "labels")
+        if isinstance(labels, Mapping):
+            for axis in LABEL_KEY_AXES:
+                for key in self.taxonomy.label_keys(axis):
+                    for label in _as_labels(labels.get(key)):
+                        for found_axis, value, evidence in self._map_label(source, axis, label, counted):
+                            out.append(labelled(found_axis, value, f"labels.{key}", evidence))
+            for key, role in self.taxonomy.label_roles.items():
+                for label in _as_labels(labels.get(key)):
+                    for _, value, evidence in self._map_label(source, "jurisdiction", label, counted):
+                        out.append(labelled("jurisdiction", value, f"labels.{key}", evidence, role))
+        return out
+
+    def _lookup(
+        self, source: str, axis: Axis, fallback: Axis | None, label: str
+    ) -> tuple[Axis, list[str]] | None:
+        values = self.taxonomy.lookup(axis, source, label)
+        if values is not None:
+            return axis, values
+        if fallback is not None:
+            values = self.taxonomy.lookup(fallback, source, label)
+            if values:
+                return fallback, values
+        return None
+
+    def _map_label(
+        self, source: str, axis: Axis, label: str, counted: set[tuple[str, str]], fallback: Axis | None = None
+    ) -> Iterator[tuple[Axis, str, str]]:
+        """(axis, id, evidence) for one source label; an unmapped label is counted once per notice."""
+        label = label.strip()
+        if not label:
+            return
+        hit = self._lookup(source, axis, fallback, label)
+        if hit is not None:
+            for value in hit[1]:
+                yield hit[0], value, label
+            return
+        # Publishers pack several labels in one field ("Injuries, Security"); split only when the
+        # whole label does not map, since some labels contain commas themselves.
+        packed = label
+        for separator in LABEL_SEPARATORS:
+            packed = packed.replace(separator, ",")
+        parts = [p.strip() for p in packed.split(",") if p.strip()]
+        for part in parts if len(parts) > 1 else [label]:
+            hit = self._lookup(source, axis, fallback, part) if len(parts) > 1 else None
+            if hit is None:
+                if (axis, part) not in counted:
+                    counted.add((axis, part))
+                    self.unmapped[(source, axis, part)] += 1
+                    log.debug("no %s crosswalk for %r from %s", axis, part, source or "an unnamed source")
+                continue
+            for value in hit[1]:
+                yield hit[0], value, part
+
+    def _finish(self, item: _Prepared, doc: Any) -> list[Finding]:
+        findings = list(item.findings)
+        text_offset = len(item.title) + len(TITLE_SEPARATOR)
+        for axis, key in SPAN_KEYS.items():
+            grouped: dict[tuple[str, str, str | None], list[Any]] = {}
+            for span in doc.spans.get(key, ()):
+                in_title = span.start_char < len(item.title)
+                role = span._.radar_role if axis == "jurisdiction" else None
+                grouped.setdefault((span.label_, "title" if in_title else "text", role), []).append(span)
+            for (value, field, role), spans in grouped.items():
+                first = spans[0]
+                offset = 0 if field == "title" else text_offset
+                if field == "title":
+                    score = SCORE_TITLE
+                else:
+                    score = min(SCORE_TEXT + SCORE_TEXT_REPEAT * (len(spans) - 1), SCORE_TEXT_MAX)
+                findings.append(
+                    Finding(
+                        axis,  # type: ignore[arg-type]
+                        value,
+                        score,
+                        "text",
+                        field,
+                        first.text,
+                        first.start_char - offset,
+                        first.end_char - offset,
+                        role,
+                    )
+                )
+        return _dedupe(self._drop_text_ancestors(findings))
+
+    def _drop_text_ancestors(self, findings: list[Finding]) -> list[Finding]:
+        """Text findings of a node whose descendant was also found in the text say less; drop them.
+
+        "All-Terrain Vehicles ... vehicle" is cat.vehicles.offroad, not also cat.vehicles. Source
+        labels are kept as the publisher gave them.
+        """
+        found = {(f.axis, f.value) for f in findings if f.method == "text" and f.axis != "jurisdiction"}
+        implied = {(axis, a) for axis, value in found for a in self.taxonomy.ancestors(value)}
+        if not implied:
+            return findings
+        return [f for f in findings if not (f.method == "text" and (f.axis, f.value) in implied)]
+
+
+def _dedupe(findings: list[Finding]) -> list[Finding]:
+    """One finding per (axis, value, method) - per role too for jurisdictions - keeping the best score.
+
+    A jurisdiction found with a role makes the same jurisdiction's role-less finding (by the same
+    method) redundant, so that one is dropped.
+    """
+    best: dict[tuple[str, str, str, str | None], Finding] = {}
+    for finding in findings:
+        key = (finding.axis, finding.value, finding.method, finding.role if finding.axis == "jurisdiction" else None)
+        current = best.get(key)
+        if current is None or finding.score > current.score:
+            best[key] = finding
+    with_role = {(k[1], k[2]) for k in best if k[0] == "jurisdiction" and k[3] is not None}
+    return [
+        f for k, f in best.items() if not (k[0] == "jurisdiction" and k[3] is None and (k[1], k[2]) in with_role)
+    ]
