@@ -7,7 +7,7 @@ from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from sqlalchemy import delete, func
+from sqlalchemy import delete, func, insert, update
 from sqlalchemy.engine import Engine
 from sqlmodel import Session, select
 
@@ -54,17 +54,23 @@ def classify_pending(engine: Engine, classifier=None, *, reclassify_all: bool = 
             last_id = notices[-1].id
             ids = [n.id for n in notices]
             session.exec(delete(Classification).where(Classification.notice_id.in_(ids)))
+            version = getattr(classifier, "version", PIPELINE_VERSION)[:40]
             rows = []
             for notice, findings in zip(notices, classifier.classify_many(notices)):
                 for f in findings:
-                    rows.append(Classification(
-                        notice_id=notice.id, notice_version=notice.version, axis=f.axis, value=f.value,
-                        score=f.score, method=f.method, field=f.field or "", evidence=(f.evidence or "")[:2000],
-                        start=f.start, end=f.end, role=f.role, pipeline_version=getattr(classifier, "version", PIPELINE_VERSION)[:40],
-                    ))
-                notice.classified_version = notice.version
-                session.add(notice)
-            session.add_all(rows)
+                    rows.append({
+                        "notice_id": notice.id, "notice_version": notice.version, "axis": f.axis, "value": f.value,
+                        "score": f.score, "method": f.method, "field": f.field or "", "evidence": (f.evidence or "")[:2000],
+                        "start": f.start, "end": f.end, "role": f.role, "pipeline_version": version,
+                    })
+            # Core inserts and one UPDATE per version: the ORM's per-object bookkeeping would dominate here.
+            if rows:
+                session.execute(insert(Classification), rows)
+            by_version: dict[int, list[int]] = {}
+            for notice in notices:
+                by_version.setdefault(notice.version, []).append(notice.id)
+            for notice_version, notice_ids in by_version.items():
+                session.execute(update(Notice).where(Notice.id.in_(notice_ids)).values(classified_version=notice_version))
             session.commit()
             result.notices += len(notices)
             result.findings += len(rows)

@@ -38,19 +38,42 @@ class StoreResult:
         self.notice_ids.extend(other.notice_ids)
 
 
+def _insert_ignore(session: Session, table, rows: list[dict]) -> None:
+    """INSERT … ON CONFLICT DO NOTHING in the session's dialect: concurrent writers of the same row both succeed."""
+    if not rows:
+        return
+    dialect = session.get_bind().dialect.name
+    if dialect == "postgresql":
+        from sqlalchemy.dialects.postgresql import insert
+    elif dialect == "sqlite":
+        from sqlalchemy.dialects.sqlite import insert
+    else:  # pragma: no cover - only SQLite and PostgreSQL are supported
+        raise NotImplementedError(dialect)
+    session.execute(insert(table).on_conflict_do_nothing(), rows)
+
+
+def store_raw_many(session: Session, bodies: dict[str, tuple[bytes, str]]) -> None:
+    """Keep response bodies once per content hash (sha256 → (body, content type)), compressed."""
+    if not bodies:
+        return
+    shas = list(bodies)
+    present: set[str] = set()
+    for start in range(0, len(shas), 500):
+        present.update(session.exec(select(RawBody.sha256).where(RawBody.sha256.in_(shas[start:start + 500]))))
+    now = utcnow()
+    rows = [
+        {"sha256": sha, "content_type": ctype[:200], "size": len(body), "data": zlib.compress(body, 6), "fetched_at": now}
+        for sha, (body, ctype) in bodies.items() if sha not in present
+    ]
+    _insert_ignore(session, RawBody.__table__, rows)
+
+
 def store_raw(session: Session, body: bytes, content_type: str = "") -> str | None:
-    """Keep a response body once per content hash; returns the hash (None for an empty body)."""
+    """Keep one response body; returns its hash (None for an empty body)."""
     if not body:
         return None
     sha = hashlib.sha256(body).hexdigest()
-    if session.get(RawBody, sha) is not None:
-        return sha
-    try:
-        with session.begin_nested():
-            session.add(RawBody(sha256=sha, content_type=content_type[:200], size=len(body), data=zlib.compress(body, 6)))
-    except IntegrityError:
-        # Another writer stored the same body between our check and insert: it is there, which is all we need.
-        log.debug("raw body %s stored concurrently", sha)
+    store_raw_many(session, {sha: (body, content_type)})
     return sha
 
 
@@ -73,28 +96,37 @@ def store_items(session: Session, items: Iterable[NoticeItem]) -> StoreResult:
         rows = session.exec(select(Notice).where(tuple_(Notice.source, Notice.source_id).in_(chunk)))
         for row in rows:
             existing[(row.source, row.source_id)] = row
-    raw_seen: dict[bytes, str | None] = {}
-    now = utcnow()
+    # Raw bodies first, in one round trip: many notices usually share one response.
+    raw_for: list[str | None] = []
+    bodies: dict[str, tuple[bytes, str]] = {}
+    digests: dict[int, str] = {}
     for item in items:
+        if not item.raw_body:
+            raw_for.append(None)
+            continue
+        key = id(item.raw_body)
+        if key not in digests:
+            digests[key] = hashlib.sha256(item.raw_body).hexdigest()
+        sha = digests[key]
+        bodies.setdefault(sha, (item.raw_body, item.raw_content_type))
+        raw_for.append(sha)
+    store_raw_many(session, bodies)
+
+    now = utcnow()
+    versions: list[tuple[Notice, int, str, dict, str | None]] = []
+    for item, raw_sha in zip(items, raw_for):
         content_hash = item.content_hash()
-        body_key = hashlib.sha1(item.raw_body).digest()
-        if body_key not in raw_seen:
-            raw_seen[body_key] = store_raw(session, item.raw_body, item.raw_content_type)
-        raw_sha = raw_seen[body_key]
         values = {name: getattr(item, name) for name in NOTICE_FIELDS}
         notice = existing.get((item.source, item.source_id))
         if notice is None:
             notice = Notice(source=item.source, source_id=item.source_id, version=1, content_hash=content_hash,
                             raw_sha256=raw_sha, first_seen=now, last_seen=now, **values)
             session.add(notice)
-            session.flush()
-            session.add(NoticeVersion(notice_id=notice.id, version=1, content_hash=content_hash,
-                                      fields=item.content_fields(), raw_sha256=raw_sha, seen_at=now))
             existing[(item.source, item.source_id)] = notice
+            versions.append((notice, notice.version, content_hash, item.content_fields(), raw_sha))
             result.new += 1
         elif notice.content_hash == content_hash:
             notice.last_seen = now
-            session.add(notice)
             result.unchanged += 1
         else:
             notice.version += 1
@@ -103,12 +135,17 @@ def store_items(session: Session, items: Iterable[NoticeItem]) -> StoreResult:
             notice.content_hash = content_hash
             notice.raw_sha256 = raw_sha
             notice.last_seen = now
-            session.add(notice)
-            session.flush()
-            session.add(NoticeVersion(notice_id=notice.id, version=notice.version, content_hash=content_hash,
-                                      fields=item.content_fields(), raw_sha256=raw_sha, seen_at=now))
+            versions.append((notice, notice.version, content_hash, item.content_fields(), raw_sha))
             log.info("%s: notice %s edited by the source, stored as version %d", item.source, item.source_id, notice.version)
             result.updated += 1
-        result.notice_ids.append(notice.id)
+    # One flush assigns every new notice its id (SQLAlchemy batches the INSERTs), then the versions follow.
+    session.flush()
+    if versions:
+        session.execute(NoticeVersion.__table__.insert(), [
+            {"notice_id": n.id, "version": version, "content_hash": content_hash, "fields": fields,
+             "raw_sha256": raw_sha, "seen_at": now}
+            for n, version, content_hash, fields, raw_sha in versions
+        ])
+    result.notice_ids.extend(existing[(i.source, i.source_id)].id for i in items)
     session.flush()
     return result

@@ -104,3 +104,13 @@ def test_models_and_migrations_agree(engine):
     with engine.connect() as connection:
         context = MigrationContext.configure(connection, opts={"include_object": include_object})
         assert compare_metadata(context, SQLModel.metadata) == []
+
+
+def test_new_and_edited_in_one_batch_keeps_both_versions(engine):
+    with session_scope(engine) as session:
+        result = store_items(session, [_item(), _item(text="Edited before the batch was stored.")])
+    assert (result.new, result.updated) == (1, 1)
+    with Session(engine) as session:
+        versions = session.exec(select(NoticeVersion).order_by(NoticeVersion.version)).all()
+    assert [(v.version, v.fields["text"]) for v in versions] == [
+        (1, "Magnetic toy with small magnets."), (2, "Edited before the batch was stored.")]
