@@ -150,7 +150,9 @@ class StorePipeline(_CrawlerPipeline):
             run.new, run.updated, run.unchanged = result.new, result.updated, result.unchanged
             run.rejected = int(stats.get_value("radar/rejected") or 0)
             run.bytes = int(stats.get_value("radar/network_bytes") or 0)
-            run.errors = failures + int(stats.get_value("log_count/ERROR") or 0)
+            # Scrapy's log_count/ERROR counts every spider of the process, so only this crawler's own
+            # failures and callback exceptions are counted here.
+            run.errors = failures + sum(v for k, v in stats.get_stats().items() if k.startswith("spider_exceptions/"))
             run.messages = messages[:50]
             session.add(run)
         level = logging.WARNING if status != "ok" else logging.INFO

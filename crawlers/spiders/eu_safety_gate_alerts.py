@@ -7,18 +7,15 @@ import re
 from datetime import date
 
 import scrapy
-from lxml import etree
-from parsel import Selector
 
-from crawlers.base import (FAILURE_EMPTY, FAILURE_ERROR_BODY, FAILURE_JS_SHELL, FAILURE_LAYOUT, FAILURE_MALFORMED,
-                           RadarSpider, clean_text, parse_date, split_labels)
+from crawlers.base import (FAILURE_EMPTY, FAILURE_LAYOUT, RadarSpider, clean_text, find_gtin, parse_date,
+                           split_labels, unique, xml_fields)
 from crawlers.items import NoticeItem
 
 log = logging.getLogger(__name__)
 
 ROOT = "Safety-Gate"
 _ALERT_ID = re.compile(r"/alertDetail/(\d+)")
-_GTIN = re.compile(r"(?<!\d)(\d{14}|\d{13}|\d{12}|\d{8})(?!\d)")
 
 
 class EuSafetyGateAlertsSpider(RadarSpider):
@@ -26,12 +23,12 @@ class EuSafetyGateAlertsSpider(RadarSpider):
 
     def parse(self, response):
         """The index lists every weekly report since 2005; a run reads the newest ``max_pages`` of them."""
-        index = load_xml(self, response, ROOT)
+        index = self.load_xml(response, ROOT)
         if index is None:
             return
         reports = []
         for node in index.xpath("/Safety-Gate/weeklyReport"):
-            record = _fields(node)
+            record = xml_fields(node)
             # The URL is used verbatim: without its search parameter the server answers with a JavaScript shell.
             url, reference = record.pop("URL", ""), record.pop("reference", "")
             published = parse_date(record.pop("publicationDate", None)) or date.min
@@ -48,10 +45,10 @@ class EuSafetyGateAlertsSpider(RadarSpider):
 
     def parse_report(self, response, report: str = ""):
         """One weekly report: one item per notification, via the notification JSON when the alert has an id."""
-        sheet = load_xml(self, response, ROOT)
+        sheet = self.load_xml(response, ROOT)
         if sheet is None:
             return
-        head = _fields(sheet.xpath("/Safety-Gate")[0], "*[not(self::notifications)]")
+        head = xml_fields(sheet.xpath("/Safety-Gate")[0], "*[not(self::notifications)]")
         published = parse_date(head.pop("report_date", None))
         for key in ("report_year", "report_week"):  # report_date already says when
             head.pop(key, None)
@@ -61,7 +58,7 @@ class EuSafetyGateAlertsSpider(RadarSpider):
             self.report_failure(FAILURE_EMPTY, "no notifications in weekly report %s", response.url)
             return
         for node in notifications:
-            item = self.parse_notification_xml(response, _fields(node), published, report)
+            item = self.parse_notification_xml(response, xml_fields(node), published, report)
             if item is None:
                 continue
             alert_id = _ALERT_ID.search(item.url)
@@ -106,12 +103,12 @@ class EuSafetyGateAlertsSpider(RadarSpider):
             product_name=name or product,
             brand=brand or None,
             model=clean_text(record.pop("type_numberOfModel", "")) or None,
-            gtin=(m.group(1) if (m := _GTIN.search(barcode)) else None),
+            gtin=find_gtin(barcode),
             batch=clean_text(record.pop("batchNumber", "")) or None,
             # One category per alert, and category names contain commas ("Adaptors, Plugs and Sockets").
             category_labels=[category] if category else [],
             risk_labels=split_labels(record.pop("riskType", "")),
-            country_labels=list(dict.fromkeys(c for c in (notifying, origin) if c)),
+            country_labels=unique((notifying, origin)),
             labels={k: v for k, v in labels.items() if v},
         )
         self.leftovers(record, "notifications")
@@ -130,14 +127,14 @@ class EuSafetyGateAlertsSpider(RadarSpider):
             measures = (record.pop("measureTaken", None) or {}).get("measures") or []
             extra = {
                 "reacting_countries": [c for c in reacting if c],
-                "measure_types": list(dict.fromkeys(t for m in measures if (t := _name(m.get("measureType"))))),
+                "measure_types": unique(_name(m.get("measureType")) for m in measures),
                 "sold_online": _name((record.pop("traceability", None) or {}).get("isSoldOnline")),
                 "counterfeit": counterfeit,
                 "notification_type": _name(record.pop("notificationType", None)),
             }
             item.updated = parse_date(record.pop("modificationDate", None))
             item.labels.update({k: v for k, v in extra.items() if v})
-            item.country_labels = list(dict.fromkeys([*item.country_labels, *extra["reacting_countries"]]))
+            item.country_labels = unique([*item.country_labels, *extra["reacting_countries"]])
             self.leftovers(record, "notification")
         elif record is not None:
             self.report_failure(FAILURE_LAYOUT, "no notification object in %s", response.url)
@@ -148,36 +145,8 @@ class EuSafetyGateAlertsSpider(RadarSpider):
         yield failure.request.cb_kwargs["item"]
 
 
-def _fields(node: Selector, children: str = "*") -> dict[str, str]:
-    return {child.root.tag: child.xpath("string()").get("") for child in node.xpath(children)}
-
 
 def _name(value) -> str:
     """The display name of a Safety Gate enum object ({"key": ..., "name": ...}), its key if it has no name."""
     return clean_text(value.get("name") or value.get("key")) if isinstance(value, dict) else ""
 
-
-def load_xml(spider: RadarSpider, response, root_tag: str) -> Selector | None:
-    """The body as a namespace-free XML selector, or None after reporting which known failure it is."""
-    body = response.body
-    if not body.strip():
-        spider.report_failure(FAILURE_EMPTY, "empty body from %s", response.url)
-        return None
-    head = body.lstrip()[:300].lower()
-    if head.startswith((b"<!doctype html", b"<html")) or b"<html" in head:
-        kind = FAILURE_JS_SHELL if b"<script" in body.lower() else FAILURE_ERROR_BODY
-        spider.report_failure(kind, "HTML instead of XML from %s", response.url)
-        return None
-    try:
-        # Strict parse: the recovering parser would turn a truncated report into a silently shorter one.
-        root = etree.fromstring(body, etree.XMLParser(resolve_entities=False, no_network=True))
-    except etree.XMLSyntaxError as exc:
-        spider.report_failure(FAILURE_MALFORMED, "invalid XML from %s: %s", response.url, exc)
-        return None
-    selector = Selector(root=root, type="xml")
-    selector.remove_namespaces()
-    if selector.root.tag != root_tag:
-        spider.report_failure(FAILURE_LAYOUT, "root element <%s>, expected <%s>, in %s",
-                              selector.root.tag, root_tag, response.url)
-        return None
-    return selector

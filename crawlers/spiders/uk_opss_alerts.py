@@ -7,11 +7,9 @@ import re
 from urllib.parse import urljoin, urlparse
 
 import scrapy
-from lxml import etree
 from parsel import Selector
 
-from crawlers.base import (FAILURE_EMPTY, FAILURE_ERROR_BODY, FAILURE_JS_SHELL, FAILURE_LAYOUT, FAILURE_MALFORMED,
-                           RadarSpider, clean_text, parse_date)
+from crawlers.base import FAILURE_EMPTY, FAILURE_LAYOUT, RadarSpider, clean_text, find_gtin, parse_date
 
 log = logging.getLogger(__name__)
 
@@ -26,7 +24,6 @@ _ID_ROWS = {"product": "product_name", "product name": "product_name", "brand": 
             "model": "model", "model number": "model", "barcode": "gtin", "batch number": "batch",
             "country of origin": "origin"}
 _PSD_REF = re.compile(r"\((\d{4}-\d{4})\)\s*$")
-_GTIN = re.compile(r"(?<!\d)(\d{14}|\d{13}|\d{12}|\d{8})(?!\d)")
 
 
 class UkOpssAlertsSpider(RadarSpider):
@@ -34,7 +31,7 @@ class UkOpssAlertsSpider(RadarSpider):
 
     def parse(self, response):
         """The finder feed lists the latest notices; each one's full record comes from the Content API."""
-        feed = load_xml(self, response, "feed")
+        feed = self.load_xml(response, "feed")
         if feed is None:
             return
         entries = feed.xpath("/feed/entry")
@@ -112,7 +109,7 @@ class UkOpssAlertsSpider(RadarSpider):
             product_name=ids.get("product_name"),
             brand=ids.get("brand"),
             model=ids.get("model"),
-            gtin=(m.group(1) if (m := _GTIN.search(ids.get("gtin", ""))) else None),
+            gtin=find_gtin(ids.get("gtin")),
             batch=ids.get("batch"),
             category_labels=labelled("product_category"),
             risk_labels=labelled("product_risk_level"),
@@ -150,28 +147,3 @@ def _identifiers(body: str) -> dict[str, str]:
             rows.setdefault(key, cells[1])
     return rows
 
-
-def load_xml(spider: RadarSpider, response, root_tag: str) -> Selector | None:
-    """The body as a namespace-free XML selector, or None after reporting which known failure it is."""
-    body = response.body
-    if not body.strip():
-        spider.report_failure(FAILURE_EMPTY, "empty body from %s", response.url)
-        return None
-    head = body.lstrip()[:300].lower()
-    if head.startswith((b"<!doctype html", b"<html")) or b"<html" in head:
-        kind = FAILURE_JS_SHELL if b"<script" in body.lower() else FAILURE_ERROR_BODY
-        spider.report_failure(kind, "HTML instead of XML from %s", response.url)
-        return None
-    try:
-        # Strict parse: the recovering parser would turn a truncated feed into a silently shorter one.
-        root = etree.fromstring(body, etree.XMLParser(resolve_entities=False, no_network=True))
-    except etree.XMLSyntaxError as exc:
-        spider.report_failure(FAILURE_MALFORMED, "invalid XML from %s: %s", response.url, exc)
-        return None
-    selector = Selector(root=root, type="xml")
-    selector.remove_namespaces()
-    if selector.root.tag != root_tag:
-        spider.report_failure(FAILURE_LAYOUT, "root element <%s>, expected <%s>, in %s",
-                              selector.root.tag, root_tag, response.url)
-        return None
-    return selector

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-import re
 from collections.abc import Iterable
 from datetime import date, timedelta
 from typing import Any
@@ -11,14 +10,14 @@ from typing import Any
 import scrapy
 from w3lib.url import add_or_replace_parameter
 
-from crawlers.base import FAILURE_EMPTY, FAILURE_ERROR_BODY, FAILURE_LAYOUT, RadarSpider, clean_text, parse_date
+from crawlers.base import (FAILURE_EMPTY, FAILURE_ERROR_BODY, FAILURE_LAYOUT, RadarSpider, clean_text, find_gtin,
+                           parse_date, unique)
 from crawlers.items import NoticeItem
 
 log = logging.getLogger(__name__)
 
 # Wider than the schedule interval, so a run that failed for a few days is caught up by the next one.
 LOOKBACK_DAYS = 90
-_GTIN = re.compile(r"(?<!\d)(\d{14}|\d{13}|\d{12}|\d{8})(?!\d)")
 _FIRMS = (("manufacturers", "Manufacturers"), ("retailers", "Retailers"), ("importers", "Importers"),
           ("distributors", "Distributors"))
 
@@ -62,21 +61,21 @@ class UsCpscRecallsSpider(RadarSpider):
             return None
         products = self._rows(record, "Products", "Name", "Description", "Model", "Type", "CategoryID", "NumberOfUnits")
         hazards = self._rows(record, "Hazards", "Name", "HazardType", "HazardTypeID")
-        remedies = _unique(r["Name"] for r in self._rows(record, "Remedies", "Name"))
-        injuries = _unique(r["Name"] for r in self._rows(record, "Injuries", "Name"))
-        upcs = _unique(r["UPC"] for r in self._rows(record, "ProductUPCs", "UPC"))
-        countries = _unique(r["Country"] for r in self._rows(record, "ManufacturerCountries", "Country"))
+        remedies = unique(r["Name"] for r in self._rows(record, "Remedies", "Name"))
+        injuries = unique(r["Name"] for r in self._rows(record, "Injuries", "Name"))
+        upcs = unique(r["UPC"] for r in self._rows(record, "ProductUPCs", "UPC"))
+        countries = unique(r["Country"] for r in self._rows(record, "ManufacturerCountries", "Country"))
         labels = {
             "recall_id": str(recall_id or ""),
             "origin_countries": countries,
-            "units": _unique(p["NumberOfUnits"] for p in products),
+            "units": unique(p["NumberOfUnits"] for p in products),
             "upcs": upcs,
             "remedies": remedies,
-            "remedy_options": _unique(r["Option"] for r in self._rows(record, "RemedyOptions", "Option")),
+            "remedy_options": unique(r["Option"] for r in self._rows(record, "RemedyOptions", "Option")),
             "injuries": injuries,
-            "in_conjunction_with": _unique(r["URL"] for r in self._rows(record, "Inconjunctions", "URL")),
+            "in_conjunction_with": unique(r["URL"] for r in self._rows(record, "Inconjunctions", "URL")),
             "sold_at_label": clean_text(record.pop("SoldAtLabel", "")),
-            **{role: _unique(r["Name"] for r in self._rows(record, key, "Name", "CompanyID")) for role, key in _FIRMS},
+            **{role: unique(r["Name"] for r in self._rows(record, key, "Name", "CompanyID")) for role, key in _FIRMS},
         }
         # Product photos and the firm's phone line: not notice content.
         self._rows(record, "Images", "URL")
@@ -93,10 +92,10 @@ class UsCpscRecallsSpider(RadarSpider):
             published=parse_date(record.pop("RecallDate", None)),
             updated=parse_date(record.pop("LastPublishDate", None)),
             product_name=next((p["Name"] for p in products if p["Name"]), None),
-            model=", ".join(_unique(p["Model"] for p in products)) or None,
-            gtin=next((m.group(1) for upc in upcs if (m := _GTIN.search(upc))), None),
-            category_labels=_unique(p["Type"] for p in products),
-            risk_labels=_unique(h["HazardType"] for h in hazards),
+            model=", ".join(unique(p["Model"] for p in products)) or None,
+            gtin=find_gtin(*upcs),
+            category_labels=unique(p["Type"] for p in products),
+            risk_labels=unique(h["HazardType"] for h in hazards),
             country_labels=countries,
             labels={k: v for k, v in labels.items() if v},
         )
@@ -114,6 +113,3 @@ class UsCpscRecallsSpider(RadarSpider):
                 rows.append({field: clean_text(sub) if field == fields[0] else "" for field in fields})
         return rows
 
-
-def _unique(values: Iterable[str]) -> list[str]:
-    return list(dict.fromkeys(value for value in values if value))
