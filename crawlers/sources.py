@@ -96,8 +96,12 @@ class SourceConfig(BaseModel):
     @field_validator("schedule")
     @classmethod
     def _cron(cls, value: str) -> str:
-        if len(value.split()) != 5:
-            raise ValueError(f"schedule {value!r} is not a 5-field cron expression")
+        from radar.jobs import cron_trigger
+
+        try:
+            cron_trigger(value)
+        except ValueError as exc:
+            raise ValueError(f"schedule {value!r} is not a valid cron expression (minute hour day month weekday): {exc}") from None
         return value
 
 

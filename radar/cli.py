@@ -199,9 +199,8 @@ def sources(as_json: bool) -> None:
 
     Every source with its last run, status, records, errors and next scheduled run.
     """
-    from apscheduler.triggers.cron import CronTrigger
-
     from crawlers.sources import load_sources
+    from radar.jobs import cron_trigger
     from radar.db import get_engine
     from radar.settings import get_settings
     from radar.summary import last_runs
@@ -212,7 +211,7 @@ def sources(as_json: bool) -> None:
     rows = []
     for name, source in configs.items():
         run = runs.get(name)
-        trigger = CronTrigger.from_crontab(source.schedule, timezone="UTC")
+        trigger = cron_trigger(source.schedule, "UTC")
         next_run = trigger.get_next_fire_time(None, now) if source.enabled else None
         rows.append({
             "name": name, "title": source.title, "kind": source.kind.value, "jurisdiction": source.jurisdiction,

@@ -77,6 +77,10 @@ def upgrade(engine: Engine) -> None:
     """Bring the schema to the newest migration; safe to run on every start."""
     try:
         with engine.begin() as connection:
+            if engine.dialect.name == "postgresql":
+                # Several instances starting at once must not run the same migration twice: the first
+                # takes this transaction-scoped lock, the others wait and then find nothing to do.
+                connection.exec_driver_sql("SELECT pg_advisory_xact_lock(7215559, 1)")
             cfg = alembic_config(engine)
             cfg.attributes["connection"] = connection
             command.upgrade(cfg, "head")
