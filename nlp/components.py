@@ -22,7 +22,11 @@ FALLBACK_TERM_LANGUAGE = "en"
 """Words used on the "xx" pipeline: notices in other languages mostly quote products in English, and
 the union of every language's words would turn false friends (German "Boot", French "car") into hits."""
 
-SPAN_KEYS = {"category": "radar_category", "hazard": "radar_hazard", "jurisdiction": "radar_jurisdiction"}
+HEAD_LAST_LANGUAGES = ("en", "de", "nl")
+"""Languages whose noun phrases end in their head ("spice candles"): the last category word wins there."""
+
+SPAN_KEYS = {"category": "radar_category", "hazard": "radar_hazard", "jurisdiction": "radar_jurisdiction",
+             "substance": "radar_substance"}
 """``doc.spans`` key per axis; each span's label is the taxonomy id."""
 
 STOP_LABEL = "radar_stop"
@@ -35,6 +39,14 @@ if not Span.has_extension("radar_role"):
     Span.set_extension("radar_role", default=None)
 
 
+def doc_text(doc: Doc) -> str:
+    """``doc.text``, computed once per doc: spaCy rebuilds it from every token on each access."""
+    text = doc.user_data.get("radar_text")
+    if text is None:
+        text = doc.user_data["radar_text"] = doc.text
+    return text
+
+
 def term_languages(lang: str) -> list[str]:
     """The taxonomy languages whose category and hazard words a pipeline of ``lang`` matches."""
     return [lang] if lang in SUPPORTED_LANGUAGES else [FALLBACK_TERM_LANGUAGE]
@@ -42,6 +54,27 @@ def term_languages(lang: str) -> list[str]:
 
 def _make_docs(nlp: Language, texts: Iterable[str]) -> list[Doc]:
     return list(nlp.tokenizer.pipe(texts))
+
+
+_NO_PLURAL = re.compile(r"(?:s|ware|wear|ment|ing|ery|ry|ics|ppe|[^a-z])$")
+
+
+def english_plural(term: str) -> str | None:
+    """The plural of a term's last word ("lawn mower" → "lawn mowers"), or None when it has none.
+
+    English term lists name one form; the plural is derived so "mowers" and "blowers" need no entry.
+    Mass nouns and words that already look plural are left alone.
+    """
+    head, _, last = term.rpartition(" ")
+    if len(last) < 3 or _NO_PLURAL.search(last) or not last.isalpha():
+        return None
+    if last.endswith("y") and last[-2:-1] not in "aeiou":
+        plural = last[:-1] + "ies"
+    elif last.endswith(("x", "z", "ch", "sh")):
+        plural = last + "es"
+    else:
+        plural = last + "s"
+    return f"{head} {plural}" if head else plural
 
 
 class TermMatcher:
@@ -53,19 +86,35 @@ class TermMatcher:
     """
 
     def __init__(self, nlp: Language, name: str, axis: str, taxonomy: Taxonomy) -> None:
-        if axis not in ("category", "hazard"):
-            raise ValueError(f"radar_terms works on the category or hazard axis, not {axis!r}")
+        if axis not in ("category", "hazard", "substance"):
+            raise ValueError(f"radar_terms works on the category, hazard or substance axis, not {axis!r}")
         self.name = name
         self.axis = axis
         self.key = SPAN_KEYS[axis]
         self.matcher = PhraseMatcher(nlp.vocab, attr="LOWER")
+        languages = term_languages(nlp.lang)
         phrases: dict[str, list[str]] = {}
         tails: dict[str, str] = {}
-        for _, term, node_id in taxonomy.terms(axis, term_languages(nlp.lang)):
+        entries = taxonomy.terms(axis, languages)
+        explicit = {term.lower() for _, term, _ in entries}
+        for lang, term, node_id in entries:
             if term.startswith(COMPOUND_TAIL_MARK):
                 term = term[len(COMPOUND_TAIL_MARK) :]
                 tails[term.lower()] = node_id
             phrases.setdefault(node_id, []).append(term)
+            plural = english_plural(term) if lang == "en" else None
+            if plural and plural.lower() not in explicit:
+                phrases[node_id].append(plural)
+        # Cue words ("fall") count only next to a cue noun ("... hazard", "risk of ...").
+        self.cue_words = {w.lower(): node_id for _, w, node_id in taxonomy.cue_words(axis, languages)}
+        nouns = taxonomy.cue_nouns(axis, languages)
+        self.cue_after = {w.lower() for w in nouns["after"]}
+        self.cue_before = [tuple(w.lower().split()) for w in nouns["before"]]
+        self.absorbing = taxonomy.absorbing(axis)
+        self.lang = nlp.lang
+        self.cue_matcher = PhraseMatcher(nlp.vocab, attr="LOWER")
+        if self.cue_words:
+            self.cue_matcher.add("cue", _make_docs(nlp, sorted(self.cue_words)))
         for node_id, terms in phrases.items():
             self.matcher.add(node_id, _make_docs(nlp, dict.fromkeys(terms)))
         stops = taxonomy.stop_terms(axis, term_languages(nlp.lang))
@@ -95,9 +144,91 @@ class TermMatcher:
                 # matcher's job, and a one-letter "head" is usually an inflection, not a compound.
                 if match and match.end() <= len(lowered) - 2:
                     spans.append(Span(doc, token.i, token.i + 1, label=self.tails[match.group()[::-1]]))
-            spans.sort(key=lambda span: span.start)
+        if self.cue_words:
+            spans.extend(self._cued(doc, covered | {i for span in spans for i in range(span.start, span.end)}))
+        spans.sort(key=lambda span: span.start)
+        if self.absorbing:
+            spans = self._absorb(spans)
+        if self.axis == "category" and self.lang in HEAD_LAST_LANGUAGES:
+            spans = self._heads(spans)
         doc.spans[self.key] = spans
         return doc
+
+    def _heads(self, spans: list[Span]) -> list[Span]:
+        """In "Spice Candles" or "Coffee Cups" the first word only modifies the head that follows: drop it.
+
+        Two category spans count as one noun phrase when at most one plain word (no function word, no
+        punctuation) stands between them. An absorbing node ("toy") is kept: it modifies the meaning.
+        """
+        if len(spans) < 2:
+            return spans
+        drop = set()
+        for a, b in zip(spans, spans[1:]):
+            gap = b.start - a.end
+            if 0 <= gap <= 1 and a.label_ != b.label_ and a.label_ not in self.absorbing:
+                between = a.doc[a.end : b.start]
+                if not any(t.is_stop or t.is_punct for t in between):
+                    drop.add(a.start)
+        return [span for span in spans if span.start not in drop]
+
+    def _absorb(self, spans: list[Span]) -> list[Span]:
+        """Drops spans that follow, within a few tokens, a span of an absorbing node ("toy" + "cars")."""
+        out: list[Span] = []
+        reach = -1
+        for span in spans:
+            if span.start <= reach and span.label_ not in self.absorbing:
+                continue
+            out.append(span)
+            if span.label_ in self.absorbing:
+                # The words between must be plain modifiers: "Toy Police Cars", not "toy with charger".
+                doc, end = span.doc, span.end
+                limit = min(len(doc), end + self.absorbing[span.label_])
+                while end < limit and not (doc[end].is_stop or doc[end].is_punct):
+                    end += 1
+                reach = max(reach, end - 1)
+        return out
+
+    _JOINERS = frozenset({"and", "or", ",", "&", "/", "et", "ou", "und", "oder", "y", "o", "e", "en", "i", "lub"})
+
+    def _cued(self, doc: Doc, covered: set[int]) -> list[Span]:
+        """Spans of cue words that stand in a coordination ending in a cue noun, or after a leading one."""
+        out = []
+        n = len(doc)
+        # The phrase matcher finds the candidate words in C; the context checks below are for those only.
+        for _, start, _end in self.cue_matcher(doc):
+            token = doc[start]
+            node_id = self.cue_words.get(token.lower_)
+            if node_id is None or token.i in covered:
+                continue
+            # Forward: "Fall, Entrapment and Strangulation Hazards".
+            j, ok = token.i + 1, False
+            while j < n and j - token.i <= 8:
+                low = doc[j].lower_
+                if low in self.cue_after:
+                    ok = True
+                    break
+                # Other hazard words may stand in the coordination: "Shock and Fire Hazards".
+                if low in self._JOINERS or low in self.cue_words or j in covered or doc[j].text == "-":
+                    j += 1
+                    continue
+                break
+            if not ok:
+                # Backward: "risk of fall", "risque de chute ou d'électrocution".
+                j = token.i
+                while j > 0 and token.i - j <= 8:
+                    prev = doc[j - 1].lower_
+                    if prev in self._JOINERS or prev in self.cue_words or (j - 1) in covered or prev in ("d'", "l'"):
+                        j -= 1
+                        continue
+                    break
+                for cue in self.cue_before:
+                    k = len(cue)
+                    if j - k >= 0 and tuple(t.lower_ for t in doc[j - k : j]) == cue:
+                        ok = True
+                        break
+            if ok:
+                out.append(Span(doc, token.i, token.i + 1, label=node_id))
+        return out
 
 
 class JurisdictionMatcher:
@@ -143,8 +274,10 @@ class JurisdictionMatcher:
             patterns.append((role, re.compile(rf"(?<!\w)(?:{cue_alt})\s*[:\-–]?\s*{article}$", re.IGNORECASE)))
         return patterns
 
-    def role_for(self, doc: Doc, span: Span) -> str | None:
-        window = doc.text[max(0, span.start_char - ROLE_WINDOW_CHARS) : span.start_char]
+    def role_for(self, doc: Doc, span: Span, text: str | None = None) -> str | None:
+        # doc.text rebuilds the string from every token: callers with many spans pass it in.
+        text = doc_text(doc) if text is None else text
+        window = text[max(0, span.start_char - ROLE_WINDOW_CHARS) : span.start_char]
         window = window.replace("\u2019", "'").rstrip("( \t\n")
         if not window:
             return None
@@ -156,8 +289,9 @@ class JurisdictionMatcher:
 
     def __call__(self, doc: Doc) -> Doc:
         spans = filter_spans([Span(doc, s, e, label=m) for m, s, e in self.matcher(doc)])
+        text = doc_text(doc) if spans else ""
         for span in spans:
-            span._.radar_role = self.role_for(doc, span)
+            span._.radar_role = self.role_for(doc, span, text)
         doc.spans[self.key] = spans
         return doc
 

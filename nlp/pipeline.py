@@ -1,8 +1,10 @@
-"""Classify notices: categories, hazards and jurisdictions, each finding with the label or span behind it."""
+"""Classify notices: categories, hazards, jurisdictions and everything a listing rule needs, each finding
+with the label or span behind it."""
 
 from __future__ import annotations
 
 import logging
+import re
 from collections import Counter, defaultdict
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import asdict, dataclass
@@ -15,12 +17,16 @@ from spacy.language import Language
 from spacy.util import compile_infix_regex
 
 from nlp import components as _components  # noqa: F401 - importing registers the radar_* factories
+from nlp import extract as _extract  # noqa: F401 - registers the extraction factories
 from nlp.components import FALLBACK_LANGUAGE, SPAN_KEYS, SUPPORTED_LANGUAGES
+from nlp.derive import Deriver
+from nlp.extract import (EXTRACT_KEYS, EXTRACTORS, MIXED_SHARE, OVERRIDE_CONFIDENCE, gtin_valid, language_identifier,
+                         normalize_gtin, parse_date_span)
 from nlp.taxonomy import Taxonomy, load_cached
 
 log = logging.getLogger(__name__)
 
-PIPELINE_VERSION = "0.1.0"
+PIPELINE_VERSION = "0.2.0"
 """Bumped when the code's behaviour changes; :attr:`Classifier.version` adds the taxonomy's fingerprint."""
 
 MAX_CHARS = 100_000
@@ -35,11 +41,19 @@ SCORE_TEXT_REPEAT = 0.05
 """Added per further mention in the body, up to SCORE_TEXT_MAX: repetition is evidence, weakly."""
 SCORE_TEXT_MAX = 0.75
 
+OVERRIDE_LETTERS = 300
+"""Detection overrides a declared language only on at least this many letters: short titles of brand
+and model names ("Corsa – Opel") fool any detector."""
+
 TITLE_SEPARATOR = "\n\n"
 """Title and text go through spaCy as one doc (half the per-doc overhead); no term spans a blank line."""
 
-Axis = Literal["category", "hazard", "jurisdiction", "severity"]
-Method = Literal["source_label", "text"]
+Axis = Literal["category", "hazard", "jurisdiction", "severity", "substance", "regulator", "legal_ref", "identifier",
+               "brand", "date", "policy", "risk", "language", "disagreement"]
+Method = Literal["source_label", "text", "rule", "disagreement", "model"]
+"""source_label: the publisher said it; text: a span of the title or text; rule: derived from other
+findings (policy, risk); disagreement: a text finding that contradicts the source's labels; model: the
+trained text classifier (``radar nlp train``)."""
 
 LABEL_FIELDS: tuple[tuple[str, Axis, Axis | None], ...] = (
     ("category_labels", "category", None),
@@ -59,9 +73,12 @@ class Finding:
     """One thing the pipeline found in a notice, with what justified it."""
 
     axis: Axis
-    """category, hazard or jurisdiction; severity too, from source labels only (risk levels)."""
+    """category, hazard, jurisdiction, severity (source risk levels), substance, regulator, legal_ref,
+    identifier, brand, date, policy, risk, language or disagreement."""
     value: str
-    """A taxonomy id, e.g. ``cat.toys.magnetic``."""
+    """A taxonomy id (``cat.toys.magnetic``, ``substance.lead``, ``policy.prohibited``, ``reg.uk.opss``), or
+    for the other axes: a canonical reference ("Directive 2009/48/EC"), ``gtin:…``/``model:…``/``batch:…``,
+    ``brand:…``, an ISO date, ``risk.score``, a language code; for a disagreement the id the text says."""
     score: float
     """0..1; 1.0 for a source label mapped through a crosswalk."""
     method: Method
@@ -73,10 +90,23 @@ class Finding:
     start: int | None = None
     end: int | None = None
     role: str | None = None
-    """Jurisdictions only, when known: notified_by, origin, sold_in, publisher."""
+    """Jurisdictions: notified_by, origin, sold_in, publisher. Legal refs and identifiers: the kind
+    (eu_regulation, us_cfr, standard, gtin, model, batch). Dates: effective, comment_deadline, recall,
+    expiry, production. Substances: "measured 120 mg/kg" or "limit 0.1 %". Risk: the level (serious,
+    high, medium, low). Language: declared, detected, override or secondary. Disagreement: the axis."""
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
+
+
+def _setting(name: str, default: Any) -> Any:
+    """A Risk Radar setting, or the default where the settings cannot be read (plain library use)."""
+    try:
+        from radar.settings import get_settings
+
+        return getattr(get_settings(), name)
+    except Exception:  # noqa: BLE001 - a missing or broken settings file must not stop classification
+        return default
 
 
 def pipeline_language(language: str | None) -> str:
@@ -101,6 +131,12 @@ def build_nlp(lang: str, taxonomy_dir: Path | str | None = None) -> Language:
     nlp.add_pipe("radar_terms", name="radar_categories", config={"axis": "category", "taxonomy_dir": directory})
     nlp.add_pipe("radar_terms", name="radar_hazards", config={"axis": "hazard", "taxonomy_dir": directory})
     nlp.add_pipe("radar_jurisdictions", config={"taxonomy_dir": directory})
+    if "substance" in load_cached(taxonomy_dir).axes:
+        nlp.add_pipe("radar_terms", name="radar_substances", config={"axis": "substance", "taxonomy_dir": directory})
+        nlp.add_pipe("radar_substance_amounts")
+    nlp.add_pipe("radar_regulators", config={"taxonomy_dir": directory})
+    for factory in EXTRACTORS[1:]:
+        nlp.add_pipe(factory)
     return nlp
 
 
@@ -127,7 +163,14 @@ class _Prepared:
     text: str
     joined: str
     findings: list[Finding]
+    source: str = ""
+    labels: Any = None
+    dayfirst: bool = True
 
+
+PRODUCT_FIELDS = (("brand", "brand"), ("model", "identifier"), ("batch", "identifier"), ("gtin", "identifier"))
+DATE_FIELDS = (("effective_date", "effective"), ("comment_deadline", "comment_deadline"))
+MARKUP = re.compile(r"<\s*/?\s*(?:p|div|span|br|b|i|a|h\d|script|style|table|td|tr|li|ul)\b[^>]*>", re.IGNORECASE)
 
 class Classifier:
     """Finds categories, hazards and jurisdictions in notices.
@@ -137,21 +180,46 @@ class Classifier:
     :attr:`unmapped`, never guessed.
     """
 
-    def __init__(self, taxonomy: Taxonomy, *, max_chars: int = MAX_CHARS) -> None:
+    def __init__(self, taxonomy: Taxonomy, *, max_chars: int = MAX_CHARS, detect_language: bool = True,
+                 model: Any = None) -> None:
         self.taxonomy = taxonomy
         self.max_chars = max_chars
         self.unmapped: Counter[tuple[str, str, str]] = Counter()
         """(source, axis, label) → how many notices sent that label without a crosswalk mapping."""
+        self.notes: Counter[tuple[str, str]] = Counter()
+        """(kind, detail) → how many notices: empty, truncated, markup, unsupported_language, mixed_language,
+        language_override, invalid_gtin. Each kind is logged once per classifier, then counted."""
+        self.detect_language = detect_language
+        self.model = model
+        """A trained :class:`nlp.train.ModelPredictor`: adds ``model`` findings on the axes (category,
+        hazard) where a notice has neither a source label nor a text finding."""
         self._nlps: dict[str, Language] = {}
+        self._deriver = Deriver(taxonomy)
 
     @classmethod
-    def load(cls, taxonomy_dir: Path | str | None = None, *, max_chars: int = MAX_CHARS) -> Classifier:
-        return cls(load_cached(taxonomy_dir), max_chars=max_chars)
+    def load(cls, taxonomy_dir: Path | str | None = None, *, max_chars: int = MAX_CHARS,
+             detect_language: bool = True, model_dir: Path | str | None = None) -> Classifier:
+        """The classifier on the taxonomy in ``taxonomy_dir`` (default: the bundled one); ``model_dir`` (default:
+        the ``nlp_model_dir`` setting, empty for none) adds a model trained by ``radar nlp train``."""
+        if model_dir is None:
+            model_dir = _setting("nlp_model_dir", "")
+        model = None
+        if model_dir:
+            from nlp.train import ModelPredictor
+
+            model = ModelPredictor.load(model_dir)
+        return cls(load_cached(taxonomy_dir), max_chars=max_chars, detect_language=detect_language, model=model)
+
+    def note(self, kind: str, detail: str, message: str, *args: Any) -> None:
+        """Counts a bad-input note; the first of each kind is logged (at INFO) with its explanation."""
+        if not any(k == kind for k, _ in self.notes):
+            log.info(message, *args)
+        self.notes[(kind, detail)] += 1
 
     @property
     def version(self) -> str:
-        """What classified a notice: code version plus taxonomy fingerprint, stored with each classification."""
-        return f"{PIPELINE_VERSION}+tax.{self.taxonomy.fingerprint[:12]}"
+        """What classified a notice: code version plus taxonomy fingerprint (+m when a model is used)."""
+        return f"{PIPELINE_VERSION}+tax.{self.taxonomy.fingerprint[:12]}" + ("+m" if self.model is not None else "")
 
     def nlp(self, language: str | None) -> Language:
         """The (cached) pipeline for a notice language."""
@@ -189,15 +257,106 @@ class Classifier:
         source = _get(notice, "source") or ""
         title = self._clip(_get(notice, "title"), "title", source)
         text = self._clip(_get(notice, "text"), "text", source)
-        lang = pipeline_language(_get(notice, "language"))
+        if not title.strip() and not text.strip():
+            self.note("empty", str(source), "a %s notice has no title and no text: only its labels and product "
+                      "fields are classified", source or "source-less")
+        for name, value in (("title", title), ("text", text)):
+            if MARKUP.search(value[:5000]):
+                self.note("markup", name, "a %s notice's %s holds HTML markup; the spider should strip it (classified "
+                          "as is: tags split words, evidence offsets still point into the raw field)", source, name)
         findings = self._label_findings(notice, str(source))
-        return _Prepared(lang, title, text, title + TITLE_SEPARATOR + text, findings)
+        findings += self._field_findings(notice)
+        lang, language_findings = self._language(_get(notice, "language"), title, text, str(source))
+        findings += language_findings
+        publisher = self.taxonomy.publisher_for_source(str(source))
+        juris = self.taxonomy.publishers[publisher].jurisdiction if publisher else None
+        dayfirst = not (juris or "").startswith(("juris.us", "juris.ca"))
+        return _Prepared(lang, title, text, title + TITLE_SEPARATOR + text, findings, str(source),
+                         _get(notice, "labels"), dayfirst)
+
+    def _language(self, declared: Any, title: str, text: str, source: str) -> tuple[str, list[Finding]]:
+        """The pipeline language and the language findings: the declared one, confirmed or overridden by detection."""
+        declared_code = (str(declared).strip().lower().replace("_", "-").split("-")[0] if declared else "") or None
+        out: list[Finding] = []
+        if declared_code:
+            out.append(Finding("language", declared_code, SCORE_SOURCE_LABEL, "source_label", "language", str(declared),
+                               role="declared"))
+        chosen = declared_code
+        if self.detect_language:
+            field, body = ("text", text) if sum(c.isalpha() for c in text[:400]) >= 40 else ("title", title)
+            guess = language_identifier().detect(body if field == "text" else title + " " + text)
+            if guess.code:
+                excerpt = body[:60] if field == "text" else title[:60]
+                role = "detected"
+                if chosen is None:
+                    if guess.confidence >= 0.5:
+                        chosen = guess.code
+                elif (guess.code != declared_code and guess.confidence >= OVERRIDE_CONFIDENCE and not guess.segments
+                      and guess.letters >= OVERRIDE_LETTERS):
+                    self.note("language_override", f"{declared_code}->{guess.code}", "a %s notice declared %r but "
+                              "reads as %r (confidence %.2f); classified as %r", source, declared_code, guess.code,
+                              guess.confidence, guess.code)
+                    chosen, role = guess.code, "override"
+                out.append(Finding("language", guess.code, round(guess.confidence, 3), "text", field, excerpt, 0,
+                                   len(excerpt), role))
+                if guess.segments:
+                    total = sum(e - s for _, s, e in guess.segments) or 1
+                    share = {c: sum(e - s for c2, s, e in guess.segments if c2 == c) / total for c, _, _ in guess.segments}
+                    second = next(((c, s, e) for c, s, e in guess.segments if c != guess.code and share[c] >= MIXED_SHARE),
+                                  None)
+                    if second is not None:
+                        code, start, end = second
+                        # Offsets of the detected sample point into the body, or into "title text" for short bodies.
+                        where, base = (field, body) if field == "text" else ("title", title)
+                        if field == "title" and start > len(title):
+                            where, base, start, end = "text", text, start - len(title) - 1, end - len(title) - 1
+                        piece = base[start:min(end, start + 60)]
+                        if piece:
+                            out.append(Finding("language", code, round(share[code], 3), "text", where, piece, start,
+                                               start + len(piece), "secondary"))
+                    self.note("mixed_language", "+".join(sorted({c for c, _, _ in guess.segments})),
+                              "a %s notice mixes languages (%s); classified with the %r word lists, the other "
+                              "language is recorded as a secondary language finding", source,
+                              ", ".join(sorted({c for c, _, _ in guess.segments})), guess.code)
+        lang = pipeline_language(chosen)
+        if chosen and lang == FALLBACK_LANGUAGE:
+            self.note("unsupported_language", chosen, "no word lists for language %r (a %s notice): classified with "
+                      "English words and every country name; add terms for it in config/taxonomy to do better",
+                      chosen, source)
+        return lang, out
+
+    def _field_findings(self, notice: Any) -> list[Finding]:
+        """The source's own product fields (brand, model, batch, GTIN) and dates, as findings."""
+        out = []
+        for name, axis in PRODUCT_FIELDS:
+            value = _get(notice, name)
+            if not isinstance(value, str) or not value.strip():
+                continue
+            raw = value.strip()
+            if name == "gtin":
+                digits = re.sub(r"\D", "", raw)
+                if not gtin_valid(digits):
+                    self.note("invalid_gtin", raw[:20], "GTIN %r fails its check digit; kept as written, not as a GTIN", raw)
+                    continue
+                out.append(Finding("identifier", f"gtin:{normalize_gtin(digits)}", SCORE_SOURCE_LABEL, "source_label",
+                                   "gtin", raw, role="gtin"))
+            elif axis == "brand":
+                out.append(Finding("brand", f"brand:{raw[:150]}", SCORE_SOURCE_LABEL, "source_label", "brand", raw))
+            else:
+                out.append(Finding("identifier", f"{name}:{raw[:150]}", SCORE_SOURCE_LABEL, "source_label", name, raw,
+                                   role=name))
+        for name, role in DATE_FIELDS:
+            value = _get(notice, name)
+            if value is not None and hasattr(value, "isoformat"):
+                out.append(Finding("date", value.isoformat()[:10], SCORE_SOURCE_LABEL, "source_label", name,
+                                   value.isoformat(), role=role))
+        return out
 
     def _clip(self, value: Any, field: str, source: str) -> str:
         text = value if isinstance(value, str) else ("" if value is None else str(value))
         if len(text) > self.max_chars:
-            log.debug("%s of a %s notice is %d chars; classifying the first %d",
-                      field, source, len(text), self.max_chars)
+            self.note("truncated", field, "the %s of a %s notice is %d characters; only the first %d are classified "
+                      "(raise max_chars to read more)", field, source or "source-less", len(text), self.max_chars)
             text = text[: self.max_chars]
         return text
 
@@ -274,6 +433,8 @@ class Classifier:
         findings = list(item.findings)
         text_offset = len(item.title) + len(TITLE_SEPARATOR)
         for axis, key in SPAN_KEYS.items():
+            if axis == "substance":
+                continue  # with amounts, in _extracted
             grouped: dict[tuple[str, str, str | None], list[Any]] = {}
             for span in doc.spans.get(key, ()):
                 in_title = span.start_char < len(item.title)
@@ -299,7 +460,47 @@ class Classifier:
                         role,
                     )
                 )
-        return _dedupe(self._drop_text_ancestors(findings))
+        findings += self._extracted(item, doc, text_offset)
+        findings = _dedupe(self._drop_text_ancestors(findings))
+        if self.model is not None:
+            covered = {f.axis for f in findings if f.axis in ("category", "hazard") and f.method in ("source_label", "text")}
+            if len(covered) < 2:
+                findings += [f for f in self.model.findings(item.title, item.text, Finding) if f.axis not in covered]
+        return findings + self._derived(item, findings)
+
+    def _extracted(self, item: _Prepared, doc: Any, text_offset: int) -> list[Finding]:
+        """Findings of the extraction components: one per (axis, value, role), first span as evidence."""
+        out: list[Finding] = []
+        keys = [("substance", SPAN_KEYS["substance"]), *EXTRACT_KEYS.items()]
+        for axis, key in keys:
+            seen: set[tuple[str, str | None]] = set()
+            for span in doc.spans.get(key, ()):
+                value, role = span.label_, span._.radar_role
+                if axis == "date":
+                    value = parse_date_span(span.label_, item.dayfirst)
+                    if value is None:
+                        continue
+                if axis == "brand" and role == "text":
+                    role = None
+                if (value, role) in seen:
+                    continue
+                seen.add((value, role))
+                in_title = span.start_char < len(item.title)
+                offset = 0 if in_title else text_offset
+                score = SCORE_TITLE if in_title else SCORE_TEXT
+                out.append(Finding(axis, value, score, "text", "title" if in_title else "text",  # type: ignore[arg-type]
+                                   span.text, span.start_char - offset, span.end_char - offset, role))
+        return out
+
+    def _derived(self, item: _Prepared, findings: list[Finding]) -> list[Finding]:
+        fields = {"title": item.title, "text": item.text}
+        out = self._deriver.policies_for(findings, fields, item.lang, item.source,
+                                         item.labels if isinstance(item.labels, Mapping) else None, Finding)
+        risk = self._deriver.risk(findings + out, fields, Finding)
+        if risk is not None:
+            out.append(risk)
+        out += self._deriver.disagreements(findings, Finding)
+        return out
 
     def _drop_text_ancestors(self, findings: list[Finding]) -> list[Finding]:
         """Text findings of a node whose descendant was also found in the text say less; drop them.
@@ -307,7 +508,7 @@ class Classifier:
         "All-Terrain Vehicles ... vehicle" is cat.vehicles.offroad, not also cat.vehicles. Source
         labels are kept as the publisher gave them.
         """
-        found = {(f.axis, f.value) for f in findings if f.method == "text" and f.axis != "jurisdiction"}
+        found = {(f.axis, f.value) for f in findings if f.method == "text" and f.axis in ("category", "hazard", "substance")}
         implied = {(axis, a) for axis, value in found for a in self.taxonomy.ancestors(value)}
         if not implied:
             return findings

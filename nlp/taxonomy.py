@@ -188,6 +188,14 @@ class TermNode(Node):
     terms: dict[str, list[str]] = Field(default_factory=dict)
     """Language code → words and phrases that signal this node in text (matched case-insensitively).
     A single word written with a leading hyphen ("-spielzeug") also matches as a compound's tail."""
+    cue_words: dict[str, list[str]] = Field(default_factory=dict)
+    """Language code → words that signal this node only beside one of the axis's ``cue_nouns``:
+    "fall" in "Due to Fall and Entrapment Hazards" or "risk of fall", never "fall within"."""
+
+    @field_validator("cue_words")
+    @classmethod
+    def _cue_languages(cls, value: dict[str, list[str]]) -> dict[str, list[str]]:
+        return _check_languages(value, "cue_words")
 
     @field_validator("terms")
     @classmethod
@@ -211,10 +219,35 @@ class CategoryNode(TermNode):
     axis: ClassVar[str] = "category"
     google_product_ids: list[int] = Field(default_factory=list)
     """Google Product Taxonomy ids this category covers (the 2021-09-21 en-US list)."""
+    absorbs: int = Field(default=0, ge=0, le=5)
+    """A word of this node swallows other categories' words up to this many tokens after it:
+    "Toy Police Cars" is a toy, not a car (the toy word modifies the product that follows)."""
 
 
 class HazardNode(TermNode):
     axis: ClassVar[str] = "hazard"
+    risk: float = Field(default=0.5, ge=0.0, le=1.0)
+    """How bad the typical harm is, 0..1 (death or lasting injury near 1, a compliance defect near 0):
+    the starting point of a notice's risk score when this hazard is found."""
+
+
+class SubstanceNode(TermNode):
+    axis: ClassVar[str] = "substance"
+    cas: list[str] = Field(default_factory=list)
+    """CAS registry numbers ("7439-92-1"); matched in text too."""
+    hazard: str = "hazard.chemical"
+    """The hazard id a finding of this substance implies."""
+    banned: bool = False
+    """Banned outright in the products it is notified in (BMHCA in cosmetics, asbestos, SCCPs): a
+    serious-risk notice naming it points at the prohibited policy class."""
+
+    @field_validator("cas")
+    @classmethod
+    def _cas(cls, value: list[str]) -> list[str]:
+        for number in value:
+            if not re.fullmatch(r"\d{2,7}-\d{2}-\d", number):
+                raise ValueError(f"cas {number!r} is not a CAS registry number like 7439-92-1")
+        return value
 
 
 class Regulator(_Strict):
@@ -276,10 +309,45 @@ class JurisdictionNode(Node):
             yield None, alias
 
 
+class PolicyRule(_Strict):
+    """When the pipeline derives a policy class: every condition given must hold (an empty one is ignored)."""
+
+    categories: list[str] = Field(default_factory=list)
+    """Category ids; a category finding at or below one of them matches."""
+    hazards: list[str] = Field(default_factory=list)
+    """Hazard ids; a hazard finding at or below one of them matches."""
+    substances: list[str] = Field(default_factory=list)
+    """Substance ids, or "banned" for any substance marked banned."""
+    legal_refs: list[str] = Field(default_factory=list)
+    """Legal references as the pipeline writes them ("Regulation (EU) 2021/821"); a trailing * matches a prefix."""
+    terms: dict[str, list[str]] = Field(default_factory=dict)
+    """Language → words in the title or text that signal the class ("counterfeit", "contrefaçon")."""
+    min_severity: int | None = None
+    """The notice's severity rank (severity.yml, from the source's risk level) must be at least this."""
+    sources: list[str] = Field(default_factory=list)
+    """Source names or shell-style globs (us_trade_*): notices of these sources match."""
+    label_values: dict[str, list[str]] = Field(default_factory=dict)
+    """Key of a notice's ``labels`` → values that match, case-insensitively (counterfeit: [yes, true])."""
+
+    @field_validator("terms")
+    @classmethod
+    def _rule_languages(cls, value: dict[str, list[str]]) -> dict[str, list[str]]:
+        return _check_languages(value, "derive.terms")
+
+    @model_validator(mode="after")
+    def _not_empty(self) -> PolicyRule:
+        if not any((self.categories, self.hazards, self.substances, self.legal_refs, self.terms,
+                    self.min_severity is not None, self.sources, self.label_values)):
+            raise ValueError("a derive rule needs at least one condition (categories, hazards, terms, ...)")
+        return self
+
+
 class PolicyNode(Node):
     axis: ClassVar[str] = "policy"
     default_action: Literal["block", "restrict", "review", "none"] = "review"
     """What a rule of this class usually does to a listing, before a reviewer says otherwise."""
+    derive: list[PolicyRule] = Field(default_factory=list)
+    """Rules by which the pipeline assigns this class to a notice (any rule matching is enough)."""
 
 
 class SeverityNode(Node):
@@ -289,9 +357,12 @@ class SeverityNode(Node):
 
 
 NODE_MODELS: dict[str, type[Node]] = {
-    model.axis: model for model in (CategoryNode, HazardNode, JurisdictionNode, PolicyNode, SeverityNode)
+    model.axis: model for model in (CategoryNode, HazardNode, JurisdictionNode, PolicyNode, SeverityNode, SubstanceNode)
 }
-PREFIXES = {"category": "cat", "hazard": "hazard", "jurisdiction": "juris", "policy": "policy", "severity": "severity"}
+PREFIXES = {"category": "cat", "hazard": "hazard", "jurisdiction": "juris", "policy": "policy", "severity": "severity",
+            "substance": "substance"}
+TERM_AXES = ("category", "hazard", "substance")
+"""Axes whose nodes carry words per language (TermNode)."""
 
 
 class AxisFile(_Strict):
@@ -312,7 +383,15 @@ class AxisFile(_Strict):
     """Jurisdictions only: language → articles allowed between a cue and the name ("made in the")."""
     label_roles: dict[str, str] = Field(default_factory=dict)
     """Jurisdictions only: key in a notice's ``labels`` → the role of the countries it holds."""
+    cue_nouns: dict[str, dict[Literal["before", "after"], list[str]]] = Field(default_factory=dict)
+    """Language → words that turn a node's ``cue_words`` into a finding: ``after`` them ("fall hazard",
+    "fall and burn hazards") or ``before`` them ("risk of fall", "risque de chute")."""
     nodes: dict[str, dict[str, Any]]
+
+    @field_validator("cue_nouns")
+    @classmethod
+    def _cue_noun_languages(cls, value: dict[str, Any]) -> dict[str, Any]:
+        return _check_languages(value, "cue_nouns")
 
     @field_validator("ignore")
     @classmethod
@@ -550,13 +629,13 @@ class Taxonomy:
                 )
         # A language's matcher holds all of that language's words of an axis, so one word may not
         # mean two nodes there: the finding would depend on file order.
-        for axis in ("category", "hazard"):
+        for axis in TERM_AXES:
             seen: dict[tuple[str, str], str] = {}
             for node in nodes.values():
                 if node.axis != axis:
                     continue
                 assert isinstance(node, TermNode)
-                for lang, terms in node.terms.items():
+                for lang, terms in [*node.terms.items(), *node.cue_words.items()]:
                     for term in terms:
                         key = (lang, normalize_label(term.removeprefix(COMPOUND_TAIL_MARK)))
                         other = seen.setdefault(key, node.id)
@@ -565,6 +644,18 @@ class Taxonomy:
                                 f"{origin[node.id]}: term {term!r} ({lang}) of {node.id!r} is also a term of "
                                 f"{other!r}; a word may signal one node per language, so keep it on the "
                                 "more specific node and remove it from the other"
+                            )
+        for node in nodes.values():
+            if isinstance(node, SubstanceNode) and node.hazard not in nodes:
+                raise ConfigError(f"{origin[node.id]}: substance {node.id!r} names hazard {node.hazard!r}, "
+                                  "which hazards.yml does not define")
+            if isinstance(node, PolicyNode):
+                for i, rule in enumerate(node.derive):
+                    for ref in [*rule.categories, *rule.hazards, *(s for s in rule.substances if s != "banned")]:
+                        if ref not in nodes:
+                            raise ConfigError(
+                                f"{origin[node.id]}: node {node.id!r} derive rule {i + 1} names {ref!r}, which is "
+                                "not a defined id; fix the id or add the node"
                             )
         seen_codes: dict[str, str] = {}
         for node in nodes.values():
@@ -735,6 +826,42 @@ class Taxonomy:
                 yield axis, publisher, f"{p.kind}:{p.needle}", p.target
 
     # ---- words for the text matchers ----------------------------------------------------------
+
+    def absorbing(self, axis: str) -> dict[str, int]:
+        """Node id → how many tokens after its words other nodes' words are swallowed (``absorbs``)."""
+        return {n.id: n.absorbs for n in self._by_axis.get(axis, []) if getattr(n, "absorbs", 0)}
+
+    def cue_words(self, axis: str, languages: Iterable[str] | None = None) -> list[tuple[str, str, str]]:
+        """(language, word, id) for the axis's cue words (see ``TermNode.cue_words``)."""
+        wanted = None if languages is None else set(languages)
+        return [(lang, word, node.id) for node in self._by_axis.get(axis, []) if isinstance(node, TermNode)
+                for lang, words in node.cue_words.items() if wanted is None or lang in wanted for word in words]
+
+    def cue_nouns(self, axis: str, languages: Iterable[str] | None = None) -> dict[str, list[str]]:
+        """{"before": [...], "after": [...]} cue nouns of the axis for these languages."""
+        file = self._files.get(axis)
+        out: dict[str, list[str]] = {"before": [], "after": []}
+        if file is None:
+            return out
+        for lang, sides in file.cue_nouns.items():
+            if languages is None or lang in languages:
+                for side, words in sides.items():
+                    out[side].extend(words)
+        return out
+
+    def regulators(self) -> Iterator[tuple[str, str, Regulator]]:
+        """(regulator id, jurisdiction id, regulator) for every regulator in jurisdictions.yml.
+
+        The id is ``reg.`` + the jurisdiction id's tail + the acronym (or the name's first word),
+        lower_snake_case: ``reg.eu.de.baua``, ``reg.uk.opss``.
+        """
+        for node in self._by_axis.get("jurisdiction", []):
+            if isinstance(node, JurisdictionNode):
+                for regulator in node.regulators:
+                    key = regulator.acronym or regulator.name.split("—")[0]
+                    slug = re.sub(r"[^a-z0-9]+", "_", unicodedata.normalize("NFKD", key).encode("ascii", "ignore")
+                                  .decode().lower()).strip("_")
+                    yield f"reg.{node.id.removeprefix('juris.')}.{slug}", node.id, regulator
 
     def terms(self, axis: str, languages: Iterable[str] | None = None) -> list[tuple[str, str, str]]:
         """(language, term, id) for the axis's text terms; ``languages=None`` means every language.

@@ -33,7 +33,7 @@ def taxonomy() -> Taxonomy:
 
 
 def test_shipped_taxonomy_loads_every_axis(taxonomy):
-    assert set(taxonomy.axes) == {"category", "hazard", "jurisdiction", "policy", "severity"}
+    assert set(taxonomy.axes) == {"category", "hazard", "jurisdiction", "policy", "severity", "substance"}
     assert taxonomy.directory == DEFAULT_DIRECTORY
     assert len(taxonomy.axis("category")) >= 40
     for node_id in [
