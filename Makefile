@@ -14,6 +14,9 @@ install: $(BIN)/python
 
 install-test: $(BIN)/python
 	$(PIP) install -e '.[test]'
+	@# The browser tests drive Debian's Chromium through Playwright (never Playwright's own download).
+	@if [ ! -x /usr/bin/chromium ] && command -v apt-get >/dev/null && [ "$$(id -u)" = 0 ]; then \
+		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; fi
 
 demo: install
 	$(BIN)/radar demo
