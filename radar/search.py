@@ -227,14 +227,20 @@ def search(engine: Engine, query: str = "", filters: Filters | None = None, *, s
     with engine.connect() as connection:
         total = connection.execute(text(count_sql), params).scalar_one()
         rows = connection.execute(text(sql), params).all()
-        hits = [
-            SearchHit(id=r.id, source=r.source, source_id=r.source_id, title=r.title, url=r.url,
-                      published=_as_date(r.published), snippet=_clean_snippet(r.snippet),
-                      score=float(r.score) if r.score is not None else None)
-            for r in rows
-        ]
-        _attach_findings(connection, hits)
+        hits = hits_from_rows(connection, rows)
     return SearchResult(query=query, total=total, hits=hits, offset=offset, limit=limit)
+
+
+def hits_from_rows(connection, rows) -> list[SearchHit]:
+    """Result rows (id, source, source_id, title, url, published, snippet, score) as hits with their findings."""
+    hits = [
+        SearchHit(id=r.id, source=r.source, source_id=r.source_id, title=r.title, url=r.url,
+                  published=_as_date(r.published), snippet=_clean_snippet(r.snippet),
+                  score=float(r.score) if r.score is not None else None)
+        for r in rows
+    ]
+    _attach_findings(connection, hits)
+    return hits
 
 
 def _as_date(value: Any) -> date | None:

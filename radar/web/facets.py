@@ -34,12 +34,9 @@ from radar.search import (
     MARK_END,
     MARK_START,
     Filters,
-    SearchHit,
     SearchResult,
-    _as_date,
-    _attach_findings,
-    _clean_snippet,
     fts5_expression,
+    hits_from_rows,
     parse_query,
     tsquery_expression,
 )
@@ -221,13 +218,7 @@ def run_search(engine: Engine, query: str, filters: WebFilters | None = None, *,
             total = len(rows)  # the whole result is on this page: nothing left to count
         else:
             total = _count(connection, engine, query, filters)
-        hits = [
-            SearchHit(id=r.id, source=r.source, source_id=r.source_id, title=r.title, url=r.url,
-                      published=_as_date(r.published), snippet=_clean_snippet(r.snippet),
-                      score=float(r.score) if r.score is not None else None)
-            for r in rows
-        ]
-        _attach_findings(connection, hits)
+        hits = hits_from_rows(connection, rows)
     return SearchResult(query=query, total=total, hits=hits, offset=offset, limit=limit)
 
 
