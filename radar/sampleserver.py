@@ -48,6 +48,24 @@ def _sniff(body: bytes, path: Path) -> str:
     return "text/html; charset=utf-8"
 
 
+def sample_file(root: Path, path_and_query: str) -> Path | None:
+    """The recorded file for ``/<host>/<path>?<query>``: ``<path>@<query>`` first, then ``<path>``; None if neither."""
+    parts = urlsplit(path_and_query)
+    rel = unquote(parts.path).lstrip("/")
+    candidates = [root / f"{rel}@{unquote(parts.query)}"] if parts.query else []
+    candidates.append(root / rel)
+    for path in candidates:
+        try:
+            path = path.resolve()
+            if not path.is_relative_to(root.resolve()):  # no ../ escapes from the sample tree
+                return None
+            if path.is_file():
+                return path
+        except OSError:  # a query too long for a file name simply has no file of its own
+            continue
+    return None
+
+
 class SampleServer:
     """Start with ``with SampleServer(root) as server:``; ``server.url`` is the mirror base URL."""
 
@@ -97,22 +115,11 @@ class SampleServer:
         for key in (raw_path, parts.path):
             if key in self.routes:
                 return self.routes[key]
-        rel = unquote(parts.path).lstrip("/")
-        candidates = []
-        if parts.query:
-            candidates.append(self.root / f"{rel}@{unquote(parts.query)}")
-        candidates.append(self.root / rel)
-        for path in candidates:
-            try:
-                path = path.resolve()
-                if not path.is_relative_to(self.root):  # no ../ escapes from the sample tree
-                    return None
-                if path.is_file():
-                    body = path.read_bytes()
-                    return Route(200, body, _sniff(body, path), headers={"Last-Modified": _FIXED_MTIME})
-            except OSError:  # a query too long for a file name simply has no file of its own
-                continue
-        return None
+        path = sample_file(self.root, raw_path)
+        if path is None:
+            return None
+        body = path.read_bytes()
+        return Route(200, body, _sniff(body, path), headers={"Last-Modified": _FIXED_MTIME})
 
     def _handle(self, handler: BaseHTTPRequestHandler) -> None:
         with self._lock:

@@ -6,7 +6,6 @@ import json
 import logging
 from datetime import date, timedelta
 from pathlib import Path
-from urllib.parse import unquote, urlsplit
 
 import pytest
 import scrapy
@@ -22,13 +21,11 @@ from crawlers.base import (
     FAILURE_MALFORMED,
 )
 from crawlers.items import NoticeItem
+from spiderkit import FIXTURES, SAMPLES, crawl, sample_path, warnings
 from crawlers.sources import load_sources
 from crawlers.spiders.eu_safety_gate_alerts import EuSafetyGateAlertsSpider
 from crawlers.spiders.uk_opss_alerts import UkOpssAlertsSpider
 from crawlers.spiders.us_cpsc_recalls import UsCpscRecallsSpider
-
-SAMPLES = Path(__file__).resolve().parent.parent / "crawlers" / "samples"
-FIXTURES = Path(__file__).resolve().parent / "fixtures"
 
 UK_FEED = SAMPLES / "www.gov.uk" / "product-safety-alerts-reports-recalls.atom"
 UK_API = "https://www.gov.uk/api/content/product-safety-alerts-reports-recalls/"
@@ -39,10 +36,8 @@ SG_SAMPLES = SAMPLES / "ec.europa.eu" / "safety-gate-alerts"
 CPSC_SAMPLE = SAMPLES / "www.saferproducts.gov" / "RestWebServices" / "Recall"
 CPSC_URL = "https://www.saferproducts.gov/RestWebServices/Recall?format=json"
 
-
 def make_spider(cls):
     return cls(source=load_sources()[cls.name])
-
 
 def respond(url: str, path: Path | None = None, *, body: bytes | None = None, request=None, status=200):
     """A response as the server would send it: the class and Content-Type follow the file's kind."""
@@ -55,52 +50,27 @@ def respond(url: str, path: Path | None = None, *, body: bytes | None = None, re
     return cls(url=url, body=body, headers={"Content-Type": content_type}, request=request, status=status,
                encoding="utf-8")
 
-
-def sample_path(url: str) -> Path:
-    """The demo file for a URL, found the way the demo server finds it: ``<path>@<query>``, then ``<path>``."""
-    parts = urlsplit(url)
-    path = SAMPLES / parts.netloc / unquote(parts.path).lstrip("/")
-    with_query = path.with_name(f"{path.name}@{parts.query}")
-    return with_query if parts.query and with_query.is_file() else path
-
-
-def crawl(spider):
-    """Follow every request the spider makes through the demo samples; return the items and the URLs fetched."""
-    queue, items, fetched = list(spider.start_requests_list()), [], []
-    while queue:
-        request = queue.pop(0)
-        fetched.append(request.url)
-        path = sample_path(request.url)
-        assert path.is_file(), f"no demo sample for {request.url}"
-        for output in request.callback(respond(request.url, path, request=request), **request.cb_kwargs) or ():
-            (queue if isinstance(output, scrapy.Request) else items).append(output)
-    return items, fetched
-
+def answer(request, path):
+    """How crawl() answers a request: the demo sample for its URL."""
+    return respond(request.url, path, request=request)
 
 def call(spider, callback: str, url: str, path: Path, **cb_kwargs):
     request = scrapy.Request(url, cb_kwargs=cb_kwargs)
     return list(getattr(spider, callback)(respond(url, path, request=request), **cb_kwargs) or ())
 
-
-def warnings(caplog):
-    return [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING]
-
-
 # -- every source, on its demo samples -------------------------------------------------------------
-
 
 def test_sources_are_configured():
     sources = load_sources()
     assert {sources[n].jurisdiction for n in ("uk_opss_alerts", "eu_safety_gate_alerts", "us_cpsc_recalls")} == {
         "juris.uk", "juris.eu", "juris.us"}
 
-
 @pytest.mark.parametrize("cls, count", [(UkOpssAlertsSpider, 8), (EuSafetyGateAlertsSpider, 9),
                                         (UsCpscRecallsSpider, 10)])
 def test_demo_samples_yield_every_notice_cleanly(cls, count, caplog):
     spider = make_spider(cls)
     with caplog.at_level(logging.INFO):
-        items, fetched = crawl(spider)
+        items, fetched = crawl(spider, answer)
     assert len(items) == count
     assert len({item.source_id for item in items}) == count
     for item in items:
@@ -115,9 +85,7 @@ def test_demo_samples_yield_every_notice_cleanly(cls, count, caplog):
     assert warnings(caplog) == []
     assert not [r for r in caplog.records if "is not read by the spider" in r.getMessage()]
 
-
 # -- UK OPSS ---------------------------------------------------------------------------------------
-
 
 def test_uk_feed_asks_the_content_api_for_each_entry():
     spider = make_spider(UkOpssAlertsSpider)
@@ -129,14 +97,12 @@ def test_uk_feed_asks_the_content_api_for_each_entry():
     assert first.cb_kwargs == {"page_url": UK_PAGE + "product-recall-universal-travel-adaptor-ta-300-2506-0121"}
     assert UK_API + UK_MAGNETS in [r.url for r in requests]
 
-
 def test_uk_feed_entry_that_is_not_a_notice_is_skipped(caplog):
     spider = make_spider(UkOpssAlertsSpider)
     feed = (b'<feed xmlns="http://www.w3.org/2005/Atom"><entry><id>x</id><title>Finder</title>'
             b'<link rel="alternate" type="text/html" href="https://www.gov.uk/government/news/x"/></entry></feed>')
     assert list(spider.parse(respond(spider.source.url, body=feed))) == []
     assert any("links to 'https://www.gov.uk/government/news/x'" in m for m in warnings(caplog))
-
 
 def test_uk_notice_fields():
     spider = make_spider(UkOpssAlertsSpider)
@@ -163,18 +129,15 @@ def test_uk_notice_fields():
     }
     assert item.raw_body == path.read_bytes() and item.raw_content_type == "application/json"
 
-
 def test_uk_country_is_named_only_when_the_notice_names_it():
-    items, _ = crawl(make_spider(UkOpssAlertsSpider))
+    items, _ = crawl(make_spider(UkOpssAlertsSpider), answer)
     by_ref = {item.labels["psd_reference"]: item for item in items}
     assert by_ref["2502-0033"].country_labels == ["United Kingdom"]  # the sleeping bag is made in the UK
     assert all(item.country_labels != ["United Kingdom"] for ref, item in by_ref.items() if ref != "2502-0033")
     charger = by_ref["2311-0042"]
     assert charger.category_labels == ["Electrical appliances and equipment"] and "sold online in Germany" in charger.text
 
-
 # -- EU Safety Gate --------------------------------------------------------------------------------
-
 
 def test_eu_index_follows_the_newest_weekly_reports_verbatim():
     spider = make_spider(EuSafetyGateAlertsSpider)
@@ -187,7 +150,6 @@ def test_eu_index_follows_the_newest_weekly_reports_verbatim():
     assert [r.cb_kwargs for r in requests] == [{"report": "Report-2026-07"}, {"report": "Report-2026-06"}]
     assert requests[0].callback == spider.parse_report
 
-
 def test_eu_index_order_comes_from_the_dates_not_the_file():
     spider = make_spider(EuSafetyGateAlertsSpider)
     listing = "".join(f"<weeklyReport><reference>R{n}</reference><publicationDate>{d}</publicationDate>"
@@ -196,11 +158,9 @@ def test_eu_index_order_comes_from_the_dates_not_the_file():
     requests = list(spider.parse(respond(spider.source.url, body=f"<Safety-Gate>{listing}</Safety-Gate>".encode())))
     assert [r.cb_kwargs["report"] for r in requests] == ["R3", "R2"]
 
-
 def eu_report(spider, path=SG_SAMPLES / "api/download/weeklyReport/detail/xml/10000296"):
     url = SG + "api/download/weeklyReport/detail/xml/10000296?language=en&search=WEB_REPORT%7C:%7C10000296,"
     return call(spider, "parse_report", url, path, report="Report-2026-07")
-
 
 def test_eu_report_reads_each_notification_and_asks_for_its_json():
     spider = make_spider(EuSafetyGateAlertsSpider)
@@ -235,7 +195,6 @@ def test_eu_report_reads_each_notification_and_asks_for_its_json():
     toys = requests[1].cb_kwargs["item"]
     assert toys.category_labels == ["Toys"] and toys.risk_labels == ["Choking", "Injuries"]
 
-
 def test_eu_notification_json_adds_reacting_countries_and_last_change():
     spider = make_spider(EuSafetyGateAlertsSpider)
     request = eu_report(spider)[0]
@@ -247,7 +206,6 @@ def test_eu_notification_json_adds_reacting_countries_and_last_change():
     assert item.labels["reacting_countries"] == ["Austria", "Netherlands"]
     assert item.labels["sold_online"] == "YES" and item.labels["counterfeit"] == "UNKNOWN"
     assert item.labels["measure_types"] == ["VOLUNTARY"] and item.labels["notification_type"] == "ARTICLE_12"
-
 
 def test_eu_notification_json_failures_keep_the_weekly_report_notice(caplog):
     spider = make_spider(EuSafetyGateAlertsSpider)
@@ -263,15 +221,12 @@ def test_eu_notification_json_failures_keep_the_weekly_report_notice(caplog):
     assert list(spider.notification_failed(failure)) == [request.cb_kwargs["item"]]
     assert any(f"{FAILURE_HTTP_ERROR}: HTTP 404 from {request.url}" in m for m in warnings(caplog))
 
-
 # -- US CPSC ---------------------------------------------------------------------------------------
-
 
 def test_cpsc_asks_for_recalls_published_or_edited_in_the_last_90_days():
     [request] = make_spider(UsCpscRecallsSpider).start_requests_list()
     since = (date.today() - timedelta(days=90)).isoformat()
     assert request.url == f"{CPSC_URL}&LastPublishDateStart={since}"
-
 
 def test_cpsc_recall_fields():
     spider = make_spider(UsCpscRecallsSpider)
@@ -309,7 +264,6 @@ def test_cpsc_recall_fields():
     assert charger.category_labels == ["Adapter/Power Supply/Charger/Battery"]
     assert charger.updated == date(2025, 7, 24) and "sold with an EU plug in Germany" in charger.text
 
-
 def test_cpsc_new_field_is_reported_once(caplog):
     spider = make_spider(UsCpscRecallsSpider)
     recalls = json.loads(CPSC_SAMPLE.read_text())
@@ -320,7 +274,6 @@ def test_cpsc_new_field_is_reported_once(caplog):
     assert len(items) == 10
     assert [r.getMessage() for r in caplog.records if "RecallPriority" in r.getMessage()] == [
         "us_cpsc_recalls: field recall.RecallPriority is not read by the spider"]
-
 
 # -- what every spider does with broken, empty and hostile answers ---------------------------------
 
@@ -341,7 +294,6 @@ SILENT_FAILURES = [
 ]
 CB_KWARGS = {"parse_notice": {"page_url": UK_PAGE + UK_MAGNETS}, "parse_report": {"report": "Report-2026-07"}}
 
-
 @pytest.mark.parametrize("cls, callback, fixture, kind", SILENT_FAILURES,
                          ids=[f[2].split("/")[1] for f in SILENT_FAILURES])
 def test_silent_failures_yield_nothing_and_are_reported(cls, callback, fixture, kind, caplog):
@@ -350,13 +302,11 @@ def test_silent_failures_yield_nothing_and_are_reported(cls, callback, fixture, 
     assert outputs == []
     assert [m for m in warnings(caplog) if m.startswith(f"{cls.name}: {kind}: ")], warnings(caplog)
 
-
 @pytest.mark.parametrize("cls", [UK, EU, US])
 def test_an_empty_body_is_reported(cls, caplog):
     spider = make_spider(cls)
     assert list(spider.parse(respond(spider.source.url, body=b"", request=scrapy.Request(spider.source.url)))) == []
     assert [m for m in warnings(caplog) if m.startswith(f"{cls.name}: {FAILURE_EMPTY}: ")]
-
 
 def test_records_without_a_title_are_skipped_with_a_warning(caplog):
     uk = call(make_spider(UK), "parse_notice", UK_API + "x", FIXTURES / "uk_opss_alerts/notice_no_title.json",
@@ -372,7 +322,6 @@ def test_records_without_a_title_are_skipped_with_a_warning(caplog):
         "us_cpsc_recalls: record 26999 has no title, skipped",
     ]
 
-
 def test_markup_and_scripts_never_reach_the_text():
     [uk] = call(make_spider(UK), "parse_notice", UK_API + "x", FIXTURES / "uk_opss_alerts/notice_script.json",
                 page_url=UK_PAGE + "x")
@@ -387,7 +336,6 @@ def test_markup_and_scripts_never_reach_the_text():
     assert "The insulation is insufficient. Risk of electric shock." in eu.text
     assert us.title == "Magnetic Tiles Recalled"
     assert us.text.startswith("This recall involves tiles.\n\nHazard: Magnets detach.")
-
 
 def test_an_edited_notice_keeps_its_id_and_changes_its_hash():
     uk_spider, eu_spider, us_spider = make_spider(UK), make_spider(EU), make_spider(US)

@@ -18,6 +18,7 @@ from crawlers.base import (FAILURE_EMPTY, FAILURE_ENCODING, FAILURE_ERROR_BODY, 
                            FAILURE_MALFORMED)
 from crawlers.feeds import FAILURE_OFFSITE_REDIRECT
 from crawlers.items import NoticeItem
+from spiderkit import FIXTURES, SAMPLES, crawl, sample_path, warnings
 from crawlers.runner import crawl_subprocess
 from crawlers.sources import load_sources
 from crawlers.spiders.eu_eurlex_oj import EuEurlexOjSpider
@@ -31,8 +32,6 @@ from radar.sampleserver import Route, SampleServer
 from radar.store import store_items
 from radar.summary import last_runs
 
-SAMPLES = Path(__file__).resolve().parent.parent / "crawlers" / "samples"
-FIXTURES = Path(__file__).resolve().parent / "fixtures"
 FR_API = "https://www.federalregister.gov/api/v1/documents.json"
 CSL_URL = "https://data.trade.gov/downloadable_consolidated_screening_list/v1/consolidated.json"
 CSL_SAMPLE = SAMPLES / "data.trade.gov/downloadable_consolidated_screening_list/v1/consolidated.json"
@@ -44,21 +43,6 @@ def make_spider(cls):
     return cls(source=load_sources()[cls.name])
 
 
-def sample_path(url: str) -> Path:
-    """The demo file for a URL, found the way the sample server finds it: ``<path>@<query>``, then ``<path>``."""
-    parts = urlsplit(url)
-    rel = unquote(parts.path).lstrip("/")
-    path = SAMPLES / parts.netloc / rel
-    if parts.query:
-        with_query = SAMPLES / parts.netloc / f"{rel}@{unquote(parts.query)}"
-        try:
-            if with_query.is_file():
-                return with_query
-        except OSError:  # a query longer than a file name can be
-            pass
-    return path
-
-
 def respond(url: str, body: bytes, request: scrapy.Request | None = None, status: int = 200,
             headers: dict | None = None):
     request = request or scrapy.Request(url)
@@ -68,26 +52,15 @@ def respond(url: str, body: bytes, request: scrapy.Request | None = None, status
                 headers={"Content-Type": content_type, **(headers or {})})
 
 
-def crawl(spider):
-    """Follow every request the spider makes through the demo samples; return the items and the URLs fetched."""
-    queue, items, fetched = list(spider.start_requests_list()), [], []
-    while queue:
-        request = queue.pop(0)
-        fetched.append(request.url)
-        path = sample_path(request.url)
-        assert path.is_file(), f"no demo sample for {request.url}"
-        for output in request.callback(respond(request.url, path.read_bytes(), request), **request.cb_kwargs) or ():
-            (queue if isinstance(output, scrapy.Request) else items).append(output)
-    return items, fetched
+
+def answer(request, path):
+    """How crawl() answers a request: the demo sample for its URL."""
+    return respond(request.url, path.read_bytes(), request)
 
 
 def call(spider, callback: str, url: str, body: bytes, **cb_kwargs):
     request = scrapy.Request(url, cb_kwargs=cb_kwargs)
     return list(getattr(spider, callback)(respond(url, body, request), **cb_kwargs) or ())
-
-
-def warnings(caplog):
-    return [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING]
 
 
 def reported(caplog, spider, kind: str) -> list[str]:
@@ -113,7 +86,7 @@ def test_sources_are_configured():
 def test_demo_samples_yield_every_notice_cleanly(cls, count, caplog):
     spider = make_spider(cls)
     with caplog.at_level(logging.INFO):
-        items, fetched = crawl(spider)
+        items, fetched = crawl(spider, answer)
     assert len(items) == count
     assert len({item.source_id for item in items}) == count
     for item in items:
@@ -251,7 +224,7 @@ def test_eurlex_reads_the_three_feeds():
 
 
 def test_eurlex_entry_fields():
-    items, _ = crawl(make_spider(EuEurlexOjSpider))
+    items, _ = crawl(make_spider(EuEurlexOjSpider), answer)
     by_id = {item.source_id: item for item in items}
     toys = by_id["CELEX:32026R2231"]
     assert toys.title == ("Regulation (EU) 2026/2231 of the European Parliament and of the Council of 12 November "
@@ -322,7 +295,7 @@ def test_uk_legislation_follows_the_next_page_link():
 
 
 def test_uk_legislation_entry_fields():
-    items, fetched = crawl(make_spider(UkLegislationNewSpider))
+    items, fetched = crawl(make_spider(UkLegislationNewSpider), answer)
     assert fetched == [UK_FEED, UK_FEED + "?page=2"]
     by_id = {item.source_id: item for item in items}
     marketplaces = by_id["uksi/2026/1187"]

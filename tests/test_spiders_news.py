@@ -6,7 +6,6 @@ import logging
 import shutil
 from datetime import date
 from pathlib import Path
-from urllib.parse import unquote, urlsplit
 
 import pytest
 import scrapy
@@ -22,6 +21,7 @@ from crawlers.base import (FAILURE_EMPTY, FAILURE_ENCODING, FAILURE_ERROR_BODY, 
                            FAILURE_LAYOUT, FAILURE_MALFORMED)
 from crawlers.feeds import FAILURE_OFFSITE_REDIRECT, host_allowed
 from crawlers.items import NoticeItem
+from spiderkit import SAMPLES, crawl, sample_path, warnings
 from crawlers.runner import crawl_subprocess
 from crawlers.settings import scrapy_settings
 from crawlers.sources import load_sources
@@ -31,7 +31,6 @@ from radar.models import Notice
 from radar.sampleserver import Route, SampleServer
 from radar.summary import last_runs
 
-SAMPLES = Path(__file__).resolve().parent.parent / "crawlers" / "samples"
 FIXTURES = Path(__file__).resolve().parent / "fixtures" / "news_feed"  # one generic spider: one fixture folder
 NEWS = ["uk_opss_news", "us_fda_news", "us_ftc_news", "uk_which_news"]
 WHICH_FEED = "https://www.which.co.uk/news/feed"
@@ -42,18 +41,9 @@ FDA_ARTICLE = ("https://www.fda.gov/news-events/press-announcements/"
 BOILERPLATE = ("Cookies on GOV.UK", "Accept additional cookies", "Crown copyright", "Print this page", "Skip to main",
                "Website Policies", "Report Fraud", "Sign up", "Join Which?", "cookie", "Related content")
 
-
 def make_spider(name: str, **changes):
     source = load_sources()[name]
     return news_feed.spider_class(name)(source=source.model_copy(update=changes) if changes else source)
-
-
-def sample_path(url: str) -> Path:
-    parts = urlsplit(url)
-    rel = unquote(parts.path).lstrip("/")
-    with_query = SAMPLES / parts.netloc / f"{rel}@{unquote(parts.query)}"
-    return with_query if parts.query and with_query.is_file() else SAMPLES / parts.netloc / rel
-
 
 def respond(url: str, body: bytes, request: scrapy.Request | None = None, status: int = 200,
             content_type: str | None = None, headers: dict | None = None):
@@ -64,24 +54,13 @@ def respond(url: str, body: bytes, request: scrapy.Request | None = None, status
     return cls(url=url, body=body, request=request, status=status,
                headers={"Content-Type": content_type, **(headers or {})})
 
-
-def crawl(spider):
-    """Every request the spider makes, answered from the demo samples: the items and the URLs fetched."""
-    queue, items, fetched = list(spider.start_requests_list()), [], []
-    while queue:
-        request = queue.pop(0)
-        fetched.append(request.url)
-        path = sample_path(request.url)
-        assert path.is_file(), f"no demo sample for {request.url}"
-        for output in request.callback(respond(request.url, path.read_bytes(), request), **request.cb_kwargs) or ():
-            (queue if isinstance(output, scrapy.Request) else items).append(output)
-    return items, fetched
-
+def answer(request, path):
+    """How crawl() answers a request: the demo sample for its URL."""
+    return respond(request.url, path.read_bytes(), request)
 
 def feed_item(url: str = WHICH_ARTICLE) -> NoticeItem:
     return NoticeItem(source="uk_which_news", source_id=url, url=url, title="Magnetic toys still sold",
                       text="Small, powerful magnets are still easy to buy.", labels={"text_from": "feed"})
-
 
 def article(spider, url: str, body: bytes, item: NoticeItem | None = None, **kwargs):
     item = item or feed_item(url)
@@ -89,17 +68,10 @@ def article(spider, url: str, body: bytes, item: NoticeItem | None = None, **kwa
                              cb_kwargs={"item": item})
     return list(spider.parse_article(respond(url, body, request, **kwargs), item=item))
 
-
-def warnings(caplog):
-    return [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING]
-
-
 def reported(caplog, name: str, kind: str) -> list[str]:
     return [m for m in warnings(caplog) if m.startswith(f"{name}: {kind}: ")]
 
-
 # -- one spider per news YAML ----------------------------------------------------------------------
-
 
 def test_every_news_feed_yaml_gets_a_spider_that_scrapy_finds_by_name():
     loader = SpiderLoader.from_settings(ScrapySettings(scrapy_settings()))
@@ -109,7 +81,6 @@ def test_every_news_feed_yaml_gets_a_spider_that_scrapy_finds_by_name():
         assert cls.name == name and issubclass(cls, news_feed.NewsFeedSpider) and cls.__module__ == news_feed.__name__
     assert loader.load("us_fda_news").__name__ == "UsFdaNewsSpider"
     assert {s.name for s in news_feed.news_sources()} == set(NEWS)
-
 
 def test_a_news_feed_is_added_with_a_yaml_file_alone(tmp_path, monkeypatch):
     from radar import settings
@@ -128,7 +99,6 @@ def test_a_news_feed_is_added_with_a_yaml_file_alone(tmp_path, monkeypatch):
     assert [s.name for s in news_feed.news_sources()] == ["de_bfr_news"]
     assert news_feed.spider_class("de_bfr_news").name == "de_bfr_news"
 
-
 def test_a_broken_sources_folder_defines_no_news_spiders_and_says_why(tmp_path, monkeypatch, caplog):
     from radar import settings
 
@@ -138,15 +108,13 @@ def test_a_broken_sources_folder_defines_no_news_spiders_and_says_why(tmp_path, 
     assert news_feed.news_sources() == []
     assert any("news feed spiders not defined" in m and "bad_feed_news.yml" in m for m in warnings(caplog))
 
-
 # -- the demo feeds, with their article pages ------------------------------------------------------
-
 
 @pytest.mark.parametrize("name", NEWS)
 def test_demo_feeds_yield_every_article_with_the_text_of_its_page(name, caplog):
     spider = make_spider(name)
     with caplog.at_level(logging.INFO):
-        items, fetched = crawl(spider)
+        items, fetched = crawl(spider, answer)
     assert len(items) == 3 and len({i.source_id for i in items}) == 3
     assert fetched[0] == spider.source.url and len(fetched) == 4
     for item in items:
@@ -158,9 +126,8 @@ def test_demo_feeds_yield_every_article_with_the_text_of_its_page(name, caplog):
     assert warnings(caplog) == []
     assert not [r for r in caplog.records if "is not read by the spider" in r.getMessage()]
 
-
 def test_article_fields():
-    items, _ = crawl(make_spider("uk_opss_news"))
+    items, _ = crawl(make_spider("uk_opss_news"), answer)
     batteries = next(i for i in items if i.url == OPSS_ARTICLE)
     assert batteries.source_id == OPSS_ARTICLE  # GOV.UK's "#<update time>" is not part of the identity
     assert batteries.title == "OPSS warns online sellers over unsafe e-bike batteries"
@@ -171,15 +138,14 @@ def test_article_fields():
         "feed_summary": "The Office for Product Safety and Standards has written to 40 online sellers after test "
                         "purchases of e-bike batteries failed fire safety tests.",
         "text_from": "article", "sitename": "GOV.UK"}
-    which, _ = crawl(make_spider("uk_which_news"))
+    which, _ = crawl(make_spider("uk_which_news"), answer)
     chargers = next(i for i in which if "chargers" in i.url)
     assert chargers.category_labels == ["Technology", "Chargers", "Product safety"]
     assert chargers.labels["author"] == "Which? News team" and chargers.published == date(2026, 11, 13)
-    fda, _ = crawl(make_spider("us_fda_news"))
+    fda, _ = crawl(make_spider("us_fda_news"), answer)
     mercury = next(i for i in fda if i.url == FDA_ARTICLE)
     assert mercury.published == date(2026, 11, 18)  # 15:32 EST is still the 18th in UTC
     assert "import alert 66-38" in mercury.text and "10903 New Hampshire Avenue" not in mercury.text
-
 
 # -- feeds that are broken, empty, mislabelled or not feeds at all ---------------------------------
 
@@ -193,7 +159,6 @@ BROKEN_FEEDS = [
     ("feed_not_a_feed.xml", FAILURE_LAYOUT, 0),
 ]
 
-
 @pytest.mark.parametrize("fixture, kind, kept", BROKEN_FEEDS, ids=[f[0] for f in BROKEN_FEEDS])
 def test_broken_feeds_are_reported_by_name_and_keep_only_whole_entries(fixture, kind, kept, caplog):
     spider = make_spider("uk_which_news")
@@ -206,14 +171,12 @@ def test_broken_feeds_are_reported_by_name_and_keep_only_whole_entries(fixture, 
         assert item.title and item.url.startswith("https://www.which.co.uk/") and "&" not in item.title
         assert "root:" not in item.text
 
-
 def test_feed_in_the_wrong_encoding_keeps_its_accents():
     body = (FIXTURES / "feed_wrong_encoding.xml").read_bytes()
     [request] = make_spider("uk_which_news").parse(respond(WHICH_FEED, body))
     item = request.cb_kwargs["item"]
     assert item.title == "Rappel de jouets magnétiques dangereux vendus en ligne"
     assert item.text == "Les aimants peuvent être avalés par les enfants." and item.language == "fr"
-
 
 def test_real_malformed_feed_keeps_every_entry_and_reports_it(caplog):
     body = real_data("us_recallradar_aggregate", "rss-all.xml").read_bytes()
@@ -231,7 +194,6 @@ def test_real_malformed_feed_keeps_every_entry_and_reports_it(caplog):
     assert washers.text.endswith('"WORKBLESS", "WB0302" and')  # the entity the generator cut is dropped, not kept
     assert all("&qu" not in i.text and i.published for i in items)
 
-
 def test_real_feeds_that_parse_cleanly_report_nothing(caplog):
     spider = make_spider("us_fda_news")
     outputs = list(spider.parse(respond(spider.source.url, real_data("us_recallradar_aggregate", "rss-food.xml")
@@ -239,9 +201,7 @@ def test_real_feeds_that_parse_cleanly_report_nothing(caplog):
     assert len(outputs) == 50  # the source's max_records bounds what one run takes from a feed
     assert warnings(caplog) == []
 
-
 # -- article pages ---------------------------------------------------------------------------------
-
 
 def test_article_in_the_wrong_encoding_is_read_and_reported(caplog):
     spider = make_spider("uk_which_news")
@@ -249,7 +209,6 @@ def test_article_in_the_wrong_encoding_is_read_and_reported(caplog):
     assert "magnetic balls – sold as “fidget” toys for £4.99 –" in item.text
     assert item.labels["text_from"] == "article"
     assert reported(caplog, "uk_which_news", FAILURE_ENCODING)
-
 
 @pytest.mark.parametrize("fixture, kind", [("article_js_shell.html", FAILURE_JS_SHELL),
                                            ("article_error_page.html", FAILURE_ERROR_BODY)])
@@ -260,12 +219,10 @@ def test_article_page_without_text_keeps_the_feed_text(fixture, kind, caplog):
     assert reported(caplog, "uk_which_news", kind), warnings(caplog)
     assert not [m for m in warnings(caplog) if "trafilatura" in m or "discarding" in m]
 
-
 def test_article_link_to_a_document_keeps_the_feed_text_without_a_failure(caplog):
     spider = make_spider("uk_which_news")
     [item] = article(spider, WHICH_ARTICLE, b"%PDF-1.7 ...", content_type="application/pdf")
     assert item.labels == {"text_from": "feed"} and warnings(caplog) == []
-
 
 def test_article_that_fails_to_download_keeps_the_feed_text(caplog):
     spider = make_spider("uk_which_news")
@@ -276,7 +233,6 @@ def test_article_that_fails_to_download_keeps_the_feed_text(caplog):
     assert list(spider.article_failed(failure)) == [item]
     assert reported(caplog, "uk_which_news", FAILURE_HTTP_ERROR) == [
         f"uk_which_news: {FAILURE_HTTP_ERROR}: HTTP 410 from {WHICH_ARTICLE}"]
-
 
 def test_article_redirected_to_another_site_is_not_followed(caplog):
     spider = make_spider("uk_which_news")
@@ -291,7 +247,6 @@ def test_article_redirected_to_another_site_is_not_followed(caplog):
     assert [r.url for r in hop] == ["https://www.which.co.uk/news/article/magnetic-toys-2"]
     assert hop[0].callback == spider.parse_article and hop[0].errback == spider.article_failed
 
-
 def test_feed_entries_linking_to_other_sites_are_kept_without_fetching(caplog):
     spider = make_spider("uk_which_news")
     body = (SAMPLES / "www.which.co.uk/news/feed").read_bytes().replace(
@@ -305,18 +260,15 @@ def test_feed_entries_linking_to_other_sites_are_kept_without_fetching(caplog):
     assert host_allowed("https://news.which.co.uk/x", ["which.co.uk"])
     assert not host_allowed("https://evilwhich.co.uk/x", ["which.co.uk"]) and host_allowed("https://any.example/", [])
 
-
 # -- end to end, through a real HTTP server --------------------------------------------------------
 
 FDA_PATH = "/" + FDA_ARTICLE.split("://", 1)[1]
 WHICH_PATH = "/" + WHICH_ARTICLE.split("://", 1)[1]
 
-
 def run(server: SampleServer, env: dict[str, str] | None = None):
     result = crawl_subprocess(NEWS, mirror=server.url, env=env, timeout=120)
     assert result.returncode == 0, result.stderr[-3000:]
     return last_runs(get_engine())
-
 
 def test_news_crawl_end_to_end_with_an_offsite_redirect_a_huge_page_and_a_recrawl(sqlite_url):
     engine = get_engine(sqlite_url)

@@ -8,7 +8,7 @@ import logging
 import random
 from datetime import date
 from pathlib import Path
-from urllib.parse import parse_qs, unquote, urlsplit
+from urllib.parse import parse_qs, urlsplit
 
 import pytest
 import scrapy
@@ -22,6 +22,7 @@ from crawlers.base import (FAILURE_EMPTY, FAILURE_ENCODING, FAILURE_ERROR_BODY, 
                            FAILURE_LAYOUT, FAILURE_MALFORMED, RadarSpider, classify_html, clean_text, find_gtin,
                            gtin_candidates, week_start)
 from crawlers.items import NoticeItem
+from spiderkit import FIXTURES, SAMPLES, crawl, sample_path, warnings
 from crawlers.runner import crawl_subprocess
 from crawlers.sources import load_sources
 from crawlers.spiders.au_accc_recalls import AuAcccRecallsSpider as AU
@@ -34,8 +35,6 @@ from radar.models import Notice
 from radar.sampleserver import Route, SampleServer
 from radar.summary import last_runs
 
-SAMPLES = Path(__file__).resolve().parent.parent / "crawlers" / "samples"
-FIXTURES = Path(__file__).resolve().parent / "fixtures"
 SOURCES = ["au_accc_recalls", "ca_hc_recalls", "fr_dgccrf_rappelconso", "uk_fsa_alerts", "us_fda_enforcement"]
 
 ACCC_FEED = "https://www.productsafety.gov.au/rss/feed.xml/psa_recall"
@@ -68,25 +67,10 @@ def respond(url: str, path: Path | None = None, *, body: bytes | None = None, re
                status=status)
 
 
-def sample_path(url: str) -> Path:
-    """The demo file for a URL, found the way the demo server finds it: ``<path>@<query>``, then ``<path>``."""
-    parts = urlsplit(url)
-    path = SAMPLES / parts.netloc / unquote(parts.path).lstrip("/")
-    with_query = path.with_name(f"{path.name}@{unquote(parts.query)}")
-    return with_query if parts.query and with_query.is_file() else path
 
-
-def crawl(spider):
-    """Follow every request the spider makes through the demo samples; return the items and the URLs fetched."""
-    queue, items, fetched = list(spider.start_requests_list()), [], []
-    while queue:
-        request = queue.pop(0)
-        fetched.append(request.url)
-        path = sample_path(request.url)
-        assert path.is_file(), f"no demo sample for {request.url}"
-        for output in request.callback(respond(request.url, path, request=request), **request.cb_kwargs) or ():
-            (queue if isinstance(output, scrapy.Request) else items).append(output)
-    return items, fetched
+def answer(request, path):
+    """How crawl() answers a request: the demo sample for its URL."""
+    return respond(request.url, path, request=request)
 
 
 def call(spider, callback: str, url: str, path: Path | None = None, *, body: bytes | None = None, status: int = 200,
@@ -102,10 +86,6 @@ def notices(outputs) -> list[NoticeItem]:
 
 def requests_of(outputs) -> list[scrapy.Request]:
     return [o for o in outputs if isinstance(o, scrapy.Request)]
-
-
-def warnings(caplog) -> list[str]:
-    return [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING]
 
 
 def failures(caplog, spider_name: str, kind: str) -> list[str]:
@@ -141,7 +121,7 @@ def test_sources_are_configured():
 def test_demo_samples_yield_every_notice_cleanly(cls, count, caplog):
     spider = make_spider(cls)
     with caplog.at_level(logging.INFO):
-        items, fetched = crawl(spider)
+        items, fetched = crawl(spider, answer)
     assert len(items) == count
     assert len({item.source_id for item in items}) == count
     for item in items:
@@ -176,7 +156,7 @@ def test_entry_urls_carry_a_since_date_that_stays_the_same_all_week():
 
 def test_health_canada_reads_the_feeds_one_by_one_then_the_file():
     spider = make_spider(CA)
-    items, fetched = crawl(spider)
+    items, fetched = crawl(spider, answer)
     assert fetched == [HC_FEED + "consumer-products-alerts-recalls", HC_FEED + "health-products-alerts-recalls",
                        HC_FEED + "cfia-alerts-recalls", HC_FILE]
     # The two notices only the feeds know (published after the file was built) come last, from the feeds.
@@ -249,7 +229,7 @@ def test_accc_item_fields():
 
 
 def test_health_canada_notice_fields():
-    items, _ = crawl(make_spider(CA))
+    items, _ = crawl(make_spider(CA), answer)
     by_id = {i.source_id: i for i in items}
     tiles = by_id["83012"]
     assert tiles.url == ("https://recalls-rappels.canada.ca/en/alert-recall/"
@@ -330,7 +310,7 @@ def test_fsa_alert_fields_keep_allergen_and_hazard_codes():
 
 def test_fda_recall_fields():
     spider = make_spider(FDA)
-    items, _ = crawl(spider)
+    items, _ = crawl(spider, answer)
     by_id = {i.source_id: i for i in items}
     bar = by_id["F-0187-2027"]
     assert bar.url == f'{FDA_API}food/enforcement.json?search=recall_number.exact:"F-0187-2027"'
