@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import sys
 from datetime import date, datetime, timezone
 
@@ -248,10 +247,8 @@ def demo() -> None:
     from radar.classify import classify_pending
     from radar.db import get_engine
     from radar.sampleserver import SampleServer
-    from radar.settings import get_settings
     from radar.summary import summarise
 
-    settings = get_settings()
     engine = get_engine()
     names = [s.name for s in select_sources()]
     with SampleServer() as server:
@@ -271,7 +268,6 @@ def demo() -> None:
     click.echo('try: radar search "charger" --market DE')
     if code != 0:
         raise click.ClickException(f"the crawl process exited with status {code}")
-    _ = settings
 
 
 # -- settings and database ------------------------------------------------------------------------

@@ -9,7 +9,6 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 
 from sqlalchemy import tuple_
-from sqlalchemy.exc import IntegrityError
 from sqlmodel import Session, select
 
 from crawlers.items import NoticeItem
@@ -66,15 +65,6 @@ def store_raw_many(session: Session, bodies: dict[str, tuple[bytes, str]]) -> No
         for sha, (body, ctype) in bodies.items() if sha not in present
     ]
     _insert_ignore(session, RawBody.__table__, rows)
-
-
-def store_raw(session: Session, body: bytes, content_type: str = "") -> str | None:
-    """Keep one response body; returns its hash (None for an empty body)."""
-    if not body:
-        return None
-    sha = hashlib.sha256(body).hexdigest()
-    store_raw_many(session, {sha: (body, content_type)})
-    return sha
 
 
 def load_raw(session: Session, sha: str) -> bytes | None:

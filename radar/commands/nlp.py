@@ -54,7 +54,7 @@ def eval_command(sources: tuple[str, ...], model_dir: Path | None, data_dir: Pat
     mapped through the taxonomy crosswalks. Prints precision, recall, F1
     and macro-F1 per source, language and axis, and the top confusions.
     """
-    from nlp.eval import check_floors, evaluate, format_table, load_examples, load_floors, report_json, rules_predictor
+    from nlp.eval import check_floors, evaluate, format_table, load_examples, load_floors, rules_predictor
     from nlp.taxonomy import load_cached
     from radar.errors import ConfigError
 
