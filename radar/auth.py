@@ -6,6 +6,7 @@ import logging
 import re
 from functools import lru_cache
 
+from sqlalchemy import func, update
 from sqlalchemy.engine import Engine
 from sqlalchemy.exc import IntegrityError
 from sqlmodel import Session, select
@@ -74,7 +75,7 @@ def add_user(engine: Engine, username: str, password: str, role: str = "viewer",
         try:
             session.commit()
         except IntegrityError:
-            raise UserError(f"user {username!r} already exists; use `radar users set-role` to change the role") from None
+            raise UserError(f"user {username!r} already exists; change its role on the users page or with `radar users set-role`") from None
     log.info("user %s added with role %s", username, role)
     return user
 
@@ -95,14 +96,26 @@ def list_users(engine: Engine) -> list[User]:
 
 
 def set_role(engine: Engine, username: str, role: str) -> User:
+    """Change a user's role; the last active admin cannot stop being one, so someone can still manage users."""
     check_role(role)
     with Session(engine, expire_on_commit=False) as session:
         user = session.exec(select(User).where(User.username == username)).first()
         if user is None:
             raise UserError(f"no user {username!r}; add one with `radar users add {username} --role {role}`")
-        user.role = role
-        session.add(user)
+        change = update(User).where(User.id == user.id).values(role=role)
+        if user.role == "admin" and role != "admin" and user.active:
+            # Two admins demoting each other at once must not leave none: PostgreSQL waits here until the
+            # other change is committed, and the UPDATE counts the other admins in the same statement that
+            # writes (atomic under SQLite's single writer).
+            session.exec(select(User.id).where(User.role == "admin").with_for_update()).all()
+            others = (select(func.count()).select_from(User)
+                      .where(User.role == "admin", User.active == True, User.id != user.id))  # noqa: E712 - SQL
+            change = change.where(others.scalar_subquery() > 0)
+        if session.exec(change).rowcount == 0:
+            raise UserError(f"{username} is the last active admin: make another user an admin first "
+                            f"(on the users page or with `radar users set-role NAME admin`), then change {username}'s role")
         session.commit()
+    user.role = role
     log.info("user %s now has role %s", username, role)
     return user
 

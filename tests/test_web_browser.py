@@ -173,3 +173,68 @@ def test_log_in_search_facet_notice_review_in_chromium(served, browser_page):
     page.click("form.logout button[type=submit]")
     page.wait_for_url(f"{base}/login")
     assert not problems, f"browser console errors: {problems}"
+
+
+def test_admin_manages_users_and_subscriptions_in_chromium(served, browser_page):
+    base, _, _ = served
+    page, problems = browser_page
+    page.on("dialog", lambda dialog: dialog.accept())  # the "Stop sending the digest?" question
+
+    page.goto(f"{base}/users")
+    page.fill("input[name=username]", "ada")
+    page.fill("input[name=password]", "admin-password")
+    page.click("form[action='/login'] button[type=submit]")
+    page.wait_for_url(f"{base}/users")
+
+    # Users: add one, make them a reviewer, give them a new password.
+    assert page.locator("table.users tbody tr").count() == 3
+    page.fill("form.add-user input[name=username]", "nina")
+    page.fill("form.add-user input[name=password]", "nina-password")
+    page.select_option("form.add-user select[name=role]", "viewer")
+    page.fill("form.add-user input[name=email]", "nina@example.org")
+    page.click("form.add-user button[type=submit]")
+    page.wait_for_url(f"{base}/users")
+    assert "Added nina as viewer." in page.inner_text("p.flash")
+    row = page.locator("table.users tr", has_text="nina@example.org")
+    row.locator("select[name=role]").select_option("reviewer")
+    row.locator("form.role button[type=submit]").click()
+    page.wait_for_url(f"{base}/users")
+    assert "nina is now reviewer." in page.inner_text("p.flash")
+    row = page.locator("table.users tr", has_text="nina@example.org")
+    assert row.locator("select[name=role]").input_value() == "reviewer"
+    row.locator("input[name=password]").fill("another-password")
+    row.locator("form.password button[type=submit]").click()
+    page.wait_for_url(f"{base}/users")
+    assert "New password set for nina." in page.inner_text("p.flash")
+    ada = page.locator("table.users tr", has_text="ada@example.org")
+    ada.locator("select[name=role]").select_option("viewer")
+    ada.locator("form.role button[type=submit]").click()
+    page.wait_for_url(f"{base}/users")
+    assert "ada is the last active admin" in page.inner_text("p.flash.error")
+    shot(page, "12-users")
+
+    # Subscriptions: add one, then deactivate it, then preview the digest of another.
+    page.click("header.top nav a[href='/subscriptions']")
+    page.wait_for_url(f"{base}/subscriptions")
+    page.click("details.add summary")
+    form = page.locator("details.add form")
+    form.locator("input[name=name]").fill("Nordic chargers")
+    form.locator("input[name=recipients]").fill("nordic@example.org, ops@example.org")
+    form.locator("input[name=markets]").fill("SE, FI")
+    form.locator("input[name=categories]").fill("cat.electrical")
+    form.locator("select[name=min_severity]").select_option("high")
+    form.locator("button[type=submit]").click()
+    page.wait_for_url(f"{base}/subscriptions#subscription-*")
+    assert "Added the subscription “Nordic chargers”." in page.inner_text("p.flash")
+    row = page.locator("table.subscriptions tr[id^=subscription-]", has_text="Nordic chargers")
+    assert row.locator(".tag.market").all_inner_texts() == ["SE", "FI"]
+    assert "high and above" in row.inner_text()
+    shot(page, "13-subscriptions")
+    page.locator("tr.runs", has_text="Nordic chargers").locator("form.active button[type=submit]").click()
+    page.wait_for_url(f"{base}/subscriptions#subscription-*")
+    assert "no longer receives the digest" in page.inner_text("p.flash")
+    assert "inactive" in page.locator("table.subscriptions tr[id^=subscription-]", has_text="Nordic chargers").inner_text()
+    page.locator("table.subscriptions tr[id^=subscription-]", has_text="EMEA toys").locator("a", has_text="Preview digest").click()
+    page.wait_for_url(f"{base}/digest?subscription=*")
+    shot(page, "14-subscription-digest")
+    assert not problems, f"browser console errors: {problems}"

@@ -15,7 +15,7 @@ def users() -> None:
     """Manage web users and their roles.
 
     Roles: viewer (reads everything), reviewer (also decides proposals),
-    admin (the same as reviewer today).
+    admin (also manages users on the /users page).
     """
 
 

@@ -1,4 +1,4 @@
-"""The web app: archive search, notice pages, proposal review, source health, digest preview, JSON API.
+"""The web app: archive search, notices, proposal review, source health, digest and subscriptions, users, JSON API.
 
 ``create_app(engine)`` builds the FastAPI application; `radar web` serves it alone and `radar serve`
 serves it beside the scheduler. Pages are server-rendered Jinja2 (templates/web/, autoescaped), with
@@ -68,6 +68,31 @@ class SecurityHeaders:
         await self.app(scope, receive, send_with_headers)
 
 
+class HeadAsGet:
+    """Answers HEAD as the same GET without its body (RFC 9110 §9.3.2).
+
+    FastAPI's routes accept only the methods they list, so `@router.get` pages answer HEAD with 405
+    (fastapi/fastapi#1773); Starlette's own routes, Ring's wrap-head and WAI's autohead do it this way.
+    """
+
+    def __init__(self, app) -> None:
+        self.app = app
+
+    async def __call__(self, scope, receive, send) -> None:
+        if scope["type"] != "http" or scope["method"] != "HEAD":
+            await self.app(scope, receive, send)
+            return
+
+        async def send_without_body(message) -> None:
+            if message["type"] in ("http.response.body", "http.response.pathsend"):
+                if message.get("more_body", False):
+                    return
+                message = {"type": "http.response.body", "body": b"", "more_body": False}
+            await send(message)
+
+        await self.app(dict(scope, method="GET"), receive, send_without_body)
+
+
 def _num(value) -> str:
     if value is None:
         return "–"
@@ -120,7 +145,7 @@ def _secret_key() -> str:
 def create_app(engine: Engine | None = None) -> FastAPI:
     """The web application over `engine` (default: the database of the settings, migrated)."""
     from radar.db import get_engine
-    from radar.web import api, routes
+    from radar.web import admin, api, routes
 
     settings = get_settings()
     app = FastAPI(
@@ -138,9 +163,11 @@ def create_app(engine: Engine | None = None) -> FastAPI:
                        max_age=int(settings.web_session_max_age), same_site="lax",
                        https_only=bool(settings.web_cookie_secure))
     app.add_middleware(SecurityHeaders)
+    app.add_middleware(HeadAsGet)
     app.mount("/static", StaticFiles(directory=str(STATIC_DIR)), name="static")
     app.include_router(api.router)
     app.include_router(routes.router)
+    app.include_router(admin.router)
 
     @app.exception_handler(LoginRequired)
     async def _login_required(request: Request, exc: LoginRequired):

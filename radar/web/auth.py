@@ -9,12 +9,13 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Collection
 from urllib.parse import quote
 
 from fastapi import Depends, HTTPException, Request
 from fastapi.security import HTTPBasic, HTTPBasicCredentials
 
-from radar.auth import authenticate, can_decide, get_user_by_id
+from radar.auth import DECIDING_ROLES, ROLES, authenticate, get_user_by_id
 from radar.models import User
 
 log = logging.getLogger(__name__)
@@ -87,11 +88,24 @@ def require_user(request: Request) -> User:
     return user
 
 
-def require_reviewer(user: User = Depends(require_user)) -> User:
-    """Page dependency: a reviewer or admin; anyone else gets 403."""
-    if not can_decide(user.role):
-        raise HTTPException(status_code=403, detail=f"Only reviewers and admins decide proposals; {user.username} is a {user.role}.")
-    return user
+def require_role(roles: Collection[str], doing: str):
+    """A page dependency letting only users with one of `roles` through; anyone else gets 403 saying who may."""
+    who = " and ".join(f"{role}s" for role in ROLES if role in roles)
+
+    def dependency(user: User = Depends(require_user)) -> User:
+        if user.role not in roles:
+            raise HTTPException(status_code=403, detail=f"Only {who} {doing}; {user.username} is a {user.role}.")
+        return user
+
+    return dependency
+
+
+# Those who decide the rules also decide who hears about the notices behind them.
+SUBSCRIPTION_EDITORS = DECIDING_ROLES
+
+require_reviewer = require_role(DECIDING_ROLES, "decide proposals")
+require_subscription_editor = require_role(SUBSCRIPTION_EDITORS, "change digest subscriptions")
+require_admin = require_role({"admin"}, "manage users")
 
 
 def api_user(request: Request, credentials: HTTPBasicCredentials | None = Depends(_basic)) -> User:
