@@ -279,11 +279,13 @@ QUERIES = [
 
 
 def run_queries(engine, repeat: int, sample_above: int, time_limit: float) -> list[tuple[Query, list[float], list[float], int, int]]:
-    from radar.web.facets import WebFilters, facet_counts, run_search
+    from radar.search import Filters
+    from radar.search import search as run_search
+    from radar.web.facets import facet_counts
 
     out = []
     for query in QUERIES:
-        filters = WebFilters(jurisdictions=list(query.markets), categories=list(query.categories), hazards=list(query.hazards),
+        filters = Filters(jurisdictions=list(query.markets), categories=list(query.categories), hazards=list(query.hazards),
                              policies=list(query.policies), since=query.since, has_gtin=query.has_gtin)
         run_search(engine, query.q, filters, sort=query.sort, limit=20)  # warm the page cache once
         searches, facets = [], []

@@ -25,7 +25,7 @@ import ssl
 import textwrap
 from collections import defaultdict
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import date, datetime, time, timedelta, timezone
 from email.message import EmailMessage
 from email.utils import format_datetime, make_msgid, parseaddr
@@ -955,21 +955,14 @@ def build_digest(engine: Engine, week: str, subscription: Subscription | Subscri
 # -- followed saved searches (per recipient) ----------------------------------------------------------
 
 
-def _as_list(value: Any) -> list[str]:
-    if value is None:
-        return []
-    if isinstance(value, str):
-        return [v for v in value.split(",") if v.strip()] if value else []
-    return [str(v) for v in value if v]
-
-
 def followed_searches(engine: Engine, archive: WeekArchive, recipients: Iterable[str]) -> dict[str, SectionData]:
     """Recipient (lower-case) -> a section of new matches of the saved searches that person follows.
 
     A person is a recipient whose address is an active user's email; "new" means published in the week.
     """
     from radar.errors import SearchQueryError
-    from radar.search import Filters, search
+    from radar.search import search
+    from radar.web.query import SearchParams
 
     wanted = {r.lower() for r in recipients}
     if not wanted:
@@ -983,28 +976,21 @@ def followed_searches(engine: Engine, archive: WeekArchive, recipients: Iterable
     for saved, email in rows:
         if not email or email.lower() not in wanted:
             continue
-        params = saved.params if isinstance(saved.params, dict) else {}
-        markets = _as_list(params.get("market") or params.get("markets"))
-        filters = Filters(
-            jurisdictions=[j for j in (market_jurisdiction(m, archive.taxonomy) for m in markets) if j]
-            + _as_list(params.get("jurisdictions")),
-            categories=_as_list(params.get("category") or params.get("categories")),
-            hazards=_as_list(params.get("hazard") or params.get("hazards")),
-            sources=_as_list(params.get("source") or params.get("sources")),
-            since=archive.monday, until=sunday,
-        )
         try:
-            result = search(engine, saved.query or "", filters, limit=10)
+            # The saved search exactly as the search page runs it (every filter), limited to the week.
+            wanted_search = replace(SearchParams.from_saved(saved.query or "", saved.params if isinstance(saved.params, dict) else {}),
+                                    since=archive.monday, until=sunday, sort="date", page=1)
+            filters = wanted_search.filters(lambda code: market_jurisdiction(code, archive.taxonomy))
+            result = search(engine, wanted_search.q, filters, limit=10)
         except SearchQueryError as exc:
             log.warning("saved search %r of %s skipped in the digest: %s", saved.name, email, exc)
             continue
         if not result.total:
             continue
-        query = urlencode({"q": saved.query or "", "since": archive.monday.isoformat(), "until": sunday.isoformat()})
         out[email.lower()].append(FollowedSearch(
             name=_one_line(saved.name, 120), query=_one_line(saved.query, 120), total=result.total,
             hits=[NoticeLink(h.id, _one_line(h.title, 160), archive.notice_url(h.id), h.source) for h in result.hits],
-            link=f"{archive.base_url}/search?{query}",
+            link=archive.base_url + wanted_search.url(),
         ))
     return {email: SectionData("followed", "Your followed searches", items, sum(i.total for i in items), "")
             for email, items in out.items()}

@@ -101,10 +101,11 @@ class Classification(SQLModel, table=True):
     """One finding of the NLP stage about one notice version, with the evidence that justified it."""
 
     __tablename__ = "classification"
-    __table_args__ = (Index("ix_classification_axis_value", "axis", "value"),)
+    # Its search indexes, (axis, value, notice_id, role) and (notice_id, axis, value, role), are made by
+    # hand in migration 0004: on PostgreSQL the value is indexed in the "C" collation.
 
     id: Optional[int] = Field(default=None, primary_key=True)
-    notice_id: int = Field(foreign_key="notice.id", index=True)
+    notice_id: int = Field(foreign_key="notice.id")
     notice_version: int
     axis: str = Field(max_length=40)
     value: str = Field(max_length=200)

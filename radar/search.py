@@ -140,102 +140,237 @@ class Filters:
     jurisdictions: list[str] = field(default_factory=list)  # taxonomy ids; descendants included
     categories: list[str] = field(default_factory=list)
     hazards: list[str] = field(default_factory=list)
+    policies: list[str] = field(default_factory=list)  # policy class ids; descendants included
     sources: list[str] = field(default_factory=list)
     since: date | None = None
     until: date | None = None
+    has_gtin: bool | None = None  # True: only notices with a GTIN; False: only without
 
 
-def _filter_sql(filters: Filters, params: dict[str, Any]) -> list[str]:
-    clauses = []
-    for axis, values in (("jurisdiction", filters.jurisdictions), ("category", filters.categories), ("hazard", filters.hazards)):
-        if not values:
-            continue
-        ors = []
-        for i, value in enumerate(values):
-            params[f"{axis}_{i}"] = value
-            params[f"{axis}_{i}_like"] = value.replace("%", "").replace("_", r"\_") + ".%"
-            ors.append(f"(c.value = :{axis}_{i} OR c.value LIKE :{axis}_{i}_like ESCAPE '\\')")
-        # A country a product only comes from is not a market it was flagged in.
-        role = " AND (c.role IS NULL OR c.role <> 'origin')" if axis == "jurisdiction" else ""
-        clauses.append(
-            f"EXISTS (SELECT 1 FROM classification c WHERE c.notice_id = n.id AND c.axis = '{axis}'{role} AND ({' OR '.join(ors)}))"
-        )
+# Filter axis → classification axis, in the order a tie on specificity is broken: markets last, as
+# they are few and broad.
+_AXES = (("categories", "category"), ("hazards", "hazard"), ("policies", "policy"), ("jurisdictions", "jurisdiction"))
+
+
+def _axis_clause(axis: str, values: list[str], params: dict[str, Any], form: str, ident: str, dialect: str) -> str:
+    """One taxonomy filter: the notice has a finding on `axis` equal to one of `values` or below it.
+
+    "Below it" is the range [id, id + "/"): taxonomy ids are letters, digits, "_" and ".", and "/" is
+    the character right after ".", so the range holds the id and every id starting with it plus a dot,
+    and an index on (axis, value) answers it with one seek. PostgreSQL compares in the "C" collation so
+    that the range means bytes, whatever the database's collation (the index is built the same way).
+    """
+    # A country a product only comes from is not a market it was flagged in.
+    role = " AND (c.role IS NULL OR c.role <> 'origin')" if axis == "jurisdiction" else ""
+    collate = ' COLLATE "C"' if dialect == "postgresql" else ""
+    ors = []
+    for i, value in enumerate(values):
+        key = f"f_{axis}_{i}"
+        params[key], params[f"{key}_end"] = value, value + "/"
+        ors.append(f"(c.value{collate} >= :{key} AND c.value{collate} < :{key}_end)")
+    condition = f"c.axis = '{axis}'{role} AND ({' OR '.join(ors)})"
+    if form == "in":
+        return f"{ident} IN (SELECT c.notice_id FROM classification c WHERE {condition})"
+    return f"EXISTS (SELECT 1 FROM classification c WHERE c.notice_id = {ident} AND {condition})"
+
+
+def where_clause(engine: Engine, query: str, filters: Filters, *, form: str = "exists") -> tuple[str, list[str], dict[str, Any], ParsedQuery]:
+    """(joins, conditions, parameters, parsed query) selecting the notices `n` a search matches.
+
+    form "exists" checks each taxonomy filter with a correlated EXISTS per notice: best for finding one
+    page of a search without words (the scan walks the date index and stops after a page). "in" builds
+    the narrowest filter's id list from the (axis, value, notice_id) index: best for counting, and for
+    a page of a search with few matching words on SQLite. There the conditions that need only the id
+    are put on the FTS row (f.rowid), so a notice row is fetched only for matches that passed them.
+    "walk" (SQLite, words) makes the FTS match an id list too, with no join: the scan walks the date
+    index and stops after a page, which beats sorting every match when the words match many notices.
+    """
+    parsed = parse_query(query)
+    params: dict[str, Any] = {}
+    where: list[str] = []
+    dialect = engine.dialect.name
+    if dialect not in ("sqlite", "postgresql"):
+        raise SearchQueryError(f"search is implemented for SQLite and PostgreSQL, not {dialect}")
+    fts = dialect == "sqlite" and parsed.positive
+    if form == "walk" and not fts:
+        form = "exists"
+    # The unary + keeps SQLite from using the list as the way in (a rowid lookup per listed id, or for
+    # FTS5 a MATCH run per id): the driving scan is walked once and each id checked against the list.
+    ident = {"in": "+f.rowid", "walk": "+n.id"}.get(form, "n.id") if fts else "n.id"
+    axis_filters = [(axis, getattr(filters, name)) for name, axis in _AXES if getattr(filters, name)]
+    # One id list is enough to drive a count; building a second one for a broad filter (juris.eu: most
+    # of the archive) costs more than probing it per notice. The narrowest guess drives: the most
+    # specific id (most dots).
+    axis_filters.sort(key=lambda item: -min(v.count(".") for v in item[1]))
+    for i, (axis, values) in enumerate(axis_filters):
+        first = i == 0 and form != "exists"
+        where.append(_axis_clause(axis, values, params, "in" if first else "exists", ident if first else "n.id", dialect))
     if filters.sources:
-        names = []
         for i, source in enumerate(filters.sources):
-            params[f"source_{i}"] = source
-            names.append(f":source_{i}")
-        clauses.append(f"n.source IN ({', '.join(names)})")
+            params[f"f_source_{i}"] = source
+        where.append(f"n.source IN ({', '.join(f':f_source_{i}' for i in range(len(filters.sources)))})")
     if filters.since:
         params["since"] = filters.since
-        clauses.append("n.published >= :since")
+        where.append("n.published >= :since")
     if filters.until:
         params["until"] = filters.until
-        clauses.append("n.published <= :until")
-    return clauses
+        where.append("n.published <= :until")
+    if filters.has_gtin is True:
+        where.append("(n.gtin IS NOT NULL AND n.gtin <> '')")
+    elif filters.has_gtin is False:
+        where.append("(n.gtin IS NULL OR n.gtin = '')")
+    joins = ""
+    if fts and form == "walk":
+        params["match"] = fts5_expression(parsed)
+        where.append("+n.id IN (SELECT rowid FROM notice_fts WHERE notice_fts MATCH :match)")
+    elif fts:
+        params["match"] = fts5_expression(parsed)
+        joins = "JOIN notice_fts f ON f.rowid = n.id"
+        where.append("notice_fts MATCH :match")
+    elif dialect == "sqlite" and parsed.excluded:
+        params["match"] = " OR ".join(f'"{w}"*' for w in parsed.excluded)
+        where.append("n.id NOT IN (SELECT rowid FROM notice_fts WHERE notice_fts MATCH :match)")
+    elif dialect == "postgresql" and not parsed.empty:
+        params["tsq"] = tsquery_expression(parsed)
+        where.append("n.search_vector @@ to_tsquery('simple', :tsq)")
+    return joins, where, params, parsed
+
+
+def where_sql(where: list[str]) -> str:
+    return f"WHERE {' AND '.join(where)}" if where else ""
+
+
+def _needs_notice_row(filters: Filters) -> bool:
+    return bool(filters.sources or filters.since or filters.until or filters.has_gtin is not None)
+
+
+# Walking the date index costs about a tenth of what fetching and sorting one match costs, per notice
+# passed; walking pays when it stops sooner: (offset + limit) × archive / matches < 10 × matches.
+_WALK_ADVANTAGE = 10
 
 
 def search(engine: Engine, query: str = "", filters: Filters | None = None, *, sort: str = "date",
            limit: int = 20, offset: int = 0, snippet_words: int = 16) -> SearchResult:
-    """Notices matching the query and filters, newest first (or by relevance), with highlighted snippets."""
+    """Notices matching the query and filters, newest first (or by relevance), with highlighted snippets.
+
+    A hit's score is the database's relevance (bm25 on SQLite, ts_rank on PostgreSQL) when sorting by
+    relevance, and None when sorting by date. Snippets are made here, not by the database, so both
+    databases show the same snippet for the same notice.
+    """
     if sort not in ("date", "relevance"):
         raise SearchQueryError(f"sort must be 'date' or 'relevance', not {sort!r}")
     if limit < 1 or limit > 1000 or offset < 0:
         raise SearchQueryError("limit must be 1..1000 and offset not negative")
     filters = filters or Filters()
-    parsed = parse_query(query)
     dialect = engine.dialect.name
-    params: dict[str, Any] = {"mark_start": MARK_START, "mark_end": MARK_END, "limit": limit, "offset": offset}
-    where = _filter_sql(filters, params)
-    joins = ""
-    score = "NULL"
-    snippet = "substr(n.text, 1, 240)"
-    if dialect == "sqlite":
-        if parsed.positive:
-            params["match"] = fts5_expression(parsed)
-            joins = "JOIN notice_fts f ON f.rowid = n.id"
-            where.append("notice_fts MATCH :match")
-            score = "-bm25(notice_fts, 4.0, 1.0)"
-            params["ellipsis"] = "…"
-            params["snippet_words"] = snippet_words
-            snippet = "snippet(notice_fts, 1, :mark_start, :mark_end, :ellipsis, :snippet_words)"
-        elif parsed.excluded:
-            params["match"] = " OR ".join(f'"{w}"*' for w in parsed.excluded)
-            where.append("n.id NOT IN (SELECT rowid FROM notice_fts WHERE notice_fts MATCH :match)")
-    elif dialect == "postgresql":
-        if not parsed.empty:
-            params["tsq"] = tsquery_expression(parsed)
-            where.append("n.search_vector @@ to_tsquery('simple', :tsq)")
-            score = "ts_rank(n.search_vector, to_tsquery('simple', :tsq))"
-            if parsed.positive:
-                params["headline_opts"] = (
-                    f"StartSel={MARK_START}, StopSel={MARK_END}, MaxWords={snippet_words + 4}, "
-                    f"MinWords={max(snippet_words // 2, 3)}, ShortWord=2, MaxFragments=1, FragmentDelimiter=…"
-                )
-                snippet = "ts_headline('simple', translate(n.text, '<>', '  '), to_tsquery('simple', :tsq), :headline_opts)"
-    else:
-        raise SearchQueryError(f"search is implemented for SQLite and PostgreSQL, not {dialect}")
-    where_sql = f"WHERE {' AND '.join(where)}" if where else ""
-    order = "n.published DESC NULLS LAST, n.id DESC" if sort == "date" else f"{score} DESC, n.published DESC NULLS LAST, n.id DESC"
-    if sort == "relevance" and score == "NULL":
-        order = "n.published DESC NULLS LAST, n.id DESC"
-    sql = (
-        f"SELECT n.id, n.source, n.source_id, n.title, n.url, n.published, {snippet} AS snippet, {score} AS score "
-        f"FROM notice n {joins} {where_sql} ORDER BY {order} LIMIT :limit OFFSET :offset"
-    )
-    count_sql = f"SELECT count(*) FROM notice n {joins} {where_sql}"
+    parsed = parse_query(query)
     with engine.connect() as connection:
-        total = connection.execute(text(count_sql), params).scalar_one()
+        total = None
+        if dialect == "sqlite" and parsed.positive and sort == "date":
+            # With words, the FTS match list drives: sorting every match by date, or (many matches) walking
+            # the date index and checking each notice against the list. The count decides, and is needed anyway.
+            total = _count(connection, engine, query, filters)
+            span = connection.execute(text("SELECT (SELECT max(id) FROM notice) - (SELECT min(id) FROM notice) + 1")).scalar() or 0
+            form = "walk" if total * total * _WALK_ADVANTAGE > (offset + limit) * span else "in"
+        elif dialect == "sqlite" and parsed.positive:
+            form = "in"
+        else:
+            form = "exists"  # without words the date-ordered scan stops after one page
+        joins, where, params, parsed = where_clause(engine, query, filters, form=form)
+        params.update({"limit": limit, "offset": offset, "text_chars": SNIPPET_TEXT_CHARS})
+        score = "NULL"
+        if sort == "relevance" and dialect == "sqlite" and parsed.positive:
+            score = "-bm25(notice_fts, 4.0, 1.0)"
+        elif sort == "relevance" and dialect == "postgresql" and not parsed.empty:
+            score = "ts_rank(n.search_vector, to_tsquery('simple', :tsq))"
+        order = "n.published DESC NULLS LAST, n.id DESC"
+        if score != "NULL":
+            order = f"{score} DESC, {order}"
+        sql = (f"SELECT n.id, n.source, n.source_id, n.title, n.url, n.published, substr(n.text, 1, :text_chars) AS text, "
+               f"{score} AS score FROM notice n {joins} {where_sql(where)} ORDER BY {order} LIMIT :limit OFFSET :offset")
         rows = connection.execute(text(sql), params).all()
-        hits = hits_from_rows(connection, rows)
+        if total is None:
+            if len(rows) < limit and (rows or offset == 0):
+                total = offset + len(rows)  # the last page: everything before it and on it is the whole result
+            else:
+                total = _count(connection, engine, query, filters)
+        hits = hits_from_rows(connection, rows, parsed, snippet_words)
     return SearchResult(query=query, total=total, hits=hits, offset=offset, limit=limit)
 
 
-def hits_from_rows(connection, rows) -> list[SearchHit]:
-    """Result rows (id, source, source_id, title, url, published, snippet, score) as hits with their findings."""
+def _count(connection, engine: Engine, query: str, filters: Filters) -> int:
+    joins, where, params, _ = where_clause(engine, query, filters, form="in")
+    if joins and not _needs_notice_row(filters):
+        # Every condition is on the FTS row: count there, without fetching a single notice row.
+        return connection.execute(text(f"SELECT count(*) FROM notice_fts f {where_sql(where)}"), params).scalar_one()
+    return connection.execute(text(f"SELECT count(*) FROM notice n {joins} {where_sql(where)}"), params).scalar_one()
+
+
+def count_matching(engine: Engine, query: str = "", filters: Filters | None = None) -> int:
+    """How many notices the search matches (what search() reports as total)."""
+    with engine.connect() as connection:
+        return _count(connection, engine, query, filters or Filters())
+
+
+# -- snippets -------------------------------------------------------------------------------------
+
+SNIPPET_TEXT_CHARS = 100_000  # a snippet is looked for in this much of a notice's text
+_PLAIN_SNIPPET_CHARS = 240
+
+
+def make_snippet(text_value: str | None, parsed: ParsedQuery, words: int = 16) -> str:
+    """About `words` words of the text around the best cluster of matches, each match between MARK_START
+    and MARK_END, with … where the text was cut; without query words, the start of the text.
+
+    A match is what the database matched: a token starting with a query word, or the tokens of a phrase
+    in a row. Tokens are runs of letters and digits, as FTS5's unicode61 and PostgreSQL's simple parser
+    split them, compared in lower case.
+    """
+    value = (text_value or "").replace(MARK_START, "").replace(MARK_END, "")
+    tokens = list(_WORD.finditer(value)) if parsed.positive else []
+    lowered = [t.group().lower() for t in tokens]
+    marked = [False] * len(tokens)
+    for clause in parsed.clauses:
+        for alt in clause:
+            if len(alt) == 1:
+                for i, token in enumerate(lowered):
+                    if token.startswith(alt[0]):
+                        marked[i] = True
+                continue
+            for i in range(len(lowered) - len(alt) + 1):
+                if lowered[i:i + len(alt)] == alt:
+                    marked[i:i + len(alt)] = [True] * len(alt)
+    if not any(marked):
+        cut = value[:_PLAIN_SNIPPET_CHARS]
+        return " ".join(cut.split()) + ("…" if len(value) > _PLAIN_SNIPPET_CHARS else "")
+    # The window of `words` tokens holding the most matches; the earliest such, with a little lead-in.
+    words = max(words, 1)
+    best_start, best, running = 0, -1, 0
+    for i, flag in enumerate(marked):
+        running += flag
+        if i >= words:
+            running -= marked[i - words]
+        if i >= words - 1 or i == len(marked) - 1:
+            if running > best:
+                best, best_start = running, max(i - words + 1, 0)
+    first_match = next(i for i in range(best_start, len(marked)) if marked[i])
+    start = max(0, min(best_start, first_match - words // 4))
+    end = min(len(tokens), start + words)
+    out, position = [], tokens[start].start()
+    for i in range(start, end):
+        token = tokens[i]
+        out.append(value[position:token.start()])
+        out.append(f"{MARK_START}{token.group()}{MARK_END}" if marked[i] else token.group())
+        position = token.end()
+    snippet = " ".join("".join(out).split())
+    return ("…" if start > 0 else "") + snippet + ("…" if end < len(tokens) else "")
+
+
+def hits_from_rows(connection, rows, parsed: ParsedQuery, snippet_words: int = 16) -> list[SearchHit]:
+    """Result rows (id, source, source_id, title, url, published, text, score) as hits with their findings."""
     hits = [
         SearchHit(id=r.id, source=r.source, source_id=r.source_id, title=r.title, url=r.url,
-                  published=_as_date(r.published), snippet=_clean_snippet(r.snippet),
+                  published=_as_date(r.published), snippet=make_snippet(r.text, parsed, snippet_words),
                   score=float(r.score) if r.score is not None else None)
         for r in rows
     ]
@@ -247,10 +382,6 @@ def _as_date(value: Any) -> date | None:
     if value is None or isinstance(value, date):
         return value
     return date.fromisoformat(str(value)[:10])
-
-
-def _clean_snippet(value: str | None) -> str:
-    return " ".join((value or "").split())
 
 
 def _attach_findings(connection, hits: list[SearchHit]) -> None:

@@ -683,12 +683,15 @@ def test_followed_saved_searches_add_a_section_for_that_recipient(engine, smtp):
         s.flush()
         s.add(SavedSearch(user_id=user.id, name="Magnets watch", query="magnetic", follow=True))
         s.add(SavedSearch(user_id=user.id, name="Not followed", query="puzzle", follow=False))
+        # The saved filters count as on the search page: this one matches nothing, so it is left out.
+        s.add(SavedSearch(user_id=user.id, name="Magnets with a GTIN in cosmetics", query="magnetic", follow=True,
+                          params={"category": ["cat.cosmetics"], "gtin": "yes"}))
         s.commit()
     send_week(engine, WEEK)
     alice_text, alice_html, _ = _parts(smtp.handler.to("alice@example.org")[0])
     bob_text, _, _ = _parts(smtp.handler.to("bob@example.org")[0])
     assert "YOUR FOLLOWED SEARCHES" in alice_text and "Magnets watch" in alice_html
-    assert "Not followed" not in alice_text
+    assert "Not followed" not in alice_text and "in cosmetics" not in alice_text
     assert f"{BASE}/notices/{ids['a']}" in alice_text.split("YOUR FOLLOWED SEARCHES")[1]
     assert "FOLLOWED" not in bob_text
 

@@ -118,3 +118,37 @@ def test_pagination(archive):
     assert first.total == second.total == 5
     assert len(set(ids(first)) | set(ids(second))) == 4
     assert MARK_END not in first.hits[0].snippet
+
+
+def test_snippet_marks_prefix_words_and_phrases_in_a_window():
+    from radar.search import make_snippet
+
+    text = ("Recall notice. " + "Filler words here. " * 10 + "The USB chargers overheat and may cause an electric shock. "
+            + "More filler. " * 10)
+    snippet = make_snippet(text, parse_query('charger "electric shock"'), words=12)
+    assert f"{MARK_START}chargers{MARK_END}" in snippet  # a prefix match, as the database matched it
+    assert f"{MARK_START}electric{MARK_END} {MARK_START}shock{MARK_END}" in snippet
+    assert snippet.startswith("…") and snippet.endswith("…")
+    assert len(snippet.replace(MARK_START, "").replace(MARK_END, "").split()) <= 12
+    # "shock" alone is not the phrase; excluded words are never marked.
+    assert MARK_START not in make_snippet("a shock, then electricity", parse_query('"electric shock"'))
+    assert MARK_START not in make_snippet("cable charger", parse_query("-cable"))
+
+
+def test_snippet_without_a_match_is_the_start_and_markers_in_text_are_dropped():
+    from radar.search import make_snippet
+
+    assert make_snippet("  Short\ntext  ", parse_query("")) == "Short text"
+    long = "word " * 100
+    assert make_snippet(long, parse_query("")).endswith("…")
+    planted = f"evil {MARK_START}fake{MARK_END} charger"
+    assert make_snippet(planted, parse_query("charger")) == f"evil fake {MARK_START}charger{MARK_END}"
+
+
+def test_both_ways_of_finding_a_page_give_the_same_hits_and_snippets(archive):
+    """A page of a search with words is found by sorting the matches or by walking the date index (chosen
+    by how many match); both give the same hits with the same snippets."""
+    whole = search(archive, "charger", limit=1000)  # few matches for a big page: sorted
+    pages = [search(archive, "charger", limit=1, offset=i) for i in range(whole.total)]  # small pages: walked
+    assert [h.id for p in pages for h in p.hits] == [h.id for h in whole.hits]
+    assert [h.snippet for p in pages for h in p.hits] == [h.snippet for h in whole.hits]

@@ -17,7 +17,8 @@ from radar.models import User
 from radar.settings import get_settings
 from radar.web import data
 from radar.web.auth import api_user
-from radar.web.facets import facet_counts, run_search
+from radar.search import search as run_search
+from radar.web.facets import facet_counts
 from radar.web.query import SearchParams
 
 log = logging.getLogger(__name__)

@@ -1,14 +1,8 @@
-"""The web search: one page of hits, the total, and facet counts (GROUP BY over the matching notices).
+"""Facet counts for a search: how many matching notices fall in each source, market, category, hazard,
+policy class, year and has-GTIN value (GROUP BY over the matching notices).
 
-The hits are exactly radar.search's: the same parsed query, the same FTS5 / tsquery expression, the
-same filters, score, snippet and order, built from radar.search's own pieces. The web adds two filters
-(policy class, has a GTIN) and makes counting cheaper on SQLite: radar.search checks each filter with a
-correlated EXISTS per notice, which finds a first page quickly (it stops after `limit` hits, walking the
-date index) but makes count(*) probe every notice in the archive. Here the count and the facets use
-``notice.id IN (SELECT notice_id FROM classification WHERE axis = … AND value in a range)``, which
-SQLite answers from the (axis, value) index; the range [id, id + "/") is exactly "the id or any id
-below it" for taxonomy ids (letters, digits, "_" and "."). PostgreSQL plans EXISTS as a semi-join
-already, so it keeps radar.search's form.
+The matching notices are exactly radar.search's: the same where_clause, in its "in" form, which builds
+the narrowest filter's id list from the (axis, value, notice_id) index.
 
 A search matching a large part of the archive would make exact facet counts cost a pass over most
 classification rows. Above ``sample_above`` matches the counts come from a systematic sample: evenly
@@ -29,17 +23,7 @@ from sqlalchemy import text
 from sqlalchemy.engine import Engine
 from sqlalchemy.exc import OperationalError
 
-from radar.errors import SearchQueryError
-from radar.search import (
-    MARK_END,
-    MARK_START,
-    Filters,
-    SearchResult,
-    fts5_expression,
-    hits_from_rows,
-    parse_query,
-    tsquery_expression,
-)
+from radar.search import Filters, where_clause, where_sql
 
 log = logging.getLogger(__name__)
 
@@ -48,21 +32,6 @@ AXIS_FACETS = {"market": "jurisdiction", "category": "category", "hazard": "haza
 FACET_VALUES = 12  # values shown per facet; the rest are reachable by typing an id in the URL
 MAX_SAMPLE_BLOCKS = 200
 MIN_SAMPLE_BLOCK = 256
-
-
-@dataclass
-class WebFilters(Filters):
-    policies: list[str] = field(default_factory=list)  # policy class ids; descendants included
-    has_gtin: bool | None = None  # True: only notices with a GTIN; False: only without
-
-    def base(self) -> Filters:
-        return Filters(jurisdictions=list(self.jurisdictions), categories=list(self.categories),
-                       hazards=list(self.hazards), sources=list(self.sources), since=self.since, until=self.until)
-
-    @property
-    def beyond_search(self) -> bool:
-        """Whether these filters need more than radar.search.search can do."""
-        return bool(self.policies) or self.has_gtin is not None
 
 
 @dataclass
@@ -88,151 +57,6 @@ class Facets:
             "years": [{"value": v.value, "count": v.count} for v in self.years],
             "gtin": dict(self.gtin),
         }
-
-
-# -- the WHERE clause ------------------------------------------------------------------------------
-
-
-def _axis_clause(axis: str, values: list[str], params: dict[str, Any], form: str, ident: str = "n.id") -> str:
-    # A country a product only comes from is not a market it was flagged in (as in radar.search).
-    role = " AND (c.role IS NULL OR c.role <> 'origin')" if axis == "jurisdiction" else ""
-    ors = []
-    for i, value in enumerate(values):
-        key = f"w_{axis}_{i}"
-        if form == "in":
-            params[key], params[f"{key}_end"] = value, value + "/"
-            ors.append(f"(c.value >= :{key} AND c.value < :{key}_end)")
-        else:
-            params[key] = value
-            params[f"{key}_like"] = value.replace("%", "").replace("_", r"\_") + ".%"
-            ors.append(f"(c.value = :{key} OR c.value LIKE :{key}_like ESCAPE '\\')")
-    condition = f"c.axis = '{axis}'{role} AND ({' OR '.join(ors)})"
-    if form == "in":
-        return f"{ident} IN (SELECT c.notice_id FROM classification c WHERE {condition})"
-    return f"EXISTS (SELECT 1 FROM classification c WHERE c.notice_id = {ident} AND {condition})"
-
-
-def where_clause(engine: Engine, query: str, filters: WebFilters, *, form: str = "exists") -> tuple[str, list[str], dict[str, Any], Any]:
-    """(joins, conditions, parameters, parsed query) selecting the notices `n` a search matches.
-
-    form "exists" is radar.search's: a correlated EXISTS per notice, best for finding one page of a search
-    without words (it walks the date index and stops). "in" builds each filter's id list from the
-    (axis, value) index: best for counting, and for a page of a search with words on SQLite. There,
-    with words, the conditions that need only the id are put on the FTS row (f.rowid), so the notice row
-    is fetched only for notices that passed them.
-    """
-    parsed = parse_query(query)
-    params: dict[str, Any] = {}
-    where: list[str] = []
-    dialect = engine.dialect.name
-    if dialect not in ("sqlite", "postgresql"):
-        raise SearchQueryError(f"search is implemented for SQLite and PostgreSQL, not {dialect}")
-    if dialect != "sqlite":
-        form = "exists"
-    fts = dialect == "sqlite" and parsed.positive
-    # The unary + keeps SQLite from handing "rowid IN (…)" to FTS5 as a lookup per listed id (a MATCH
-    # run for each); the match list is walked once and each rowid checked against the id list.
-    ident = "+f.rowid" if fts and form == "in" else "n.id"
-    axis_filters = [(axis, values) for axis, values in (("category", filters.categories), ("hazard", filters.hazards),
-                                                         ("policy", filters.policies), ("jurisdiction", filters.jurisdictions)) if values]
-    # One id list is enough to drive a count; building a second one for a broad filter (juris.eu: most
-    # of the archive) costs more than probing it per notice. The narrowest guess drives: the most
-    # specific id (most dots), and markets last, as they are few and broad.
-    axis_filters.sort(key=lambda item: -min(v.count(".") for v in item[1]))
-    for i, (axis, values) in enumerate(axis_filters):
-        where.append(_axis_clause(axis, values, params, form if i == 0 else "exists", ident if i == 0 else "n.id"))
-    if filters.sources:
-        for i, source in enumerate(filters.sources):
-            params[f"w_source_{i}"] = source
-        where.append(f"n.source IN ({', '.join(f':w_source_{i}' for i in range(len(filters.sources)))})")
-    if filters.since:
-        params["since"] = filters.since
-        where.append("n.published >= :since")
-    if filters.until:
-        params["until"] = filters.until
-        where.append("n.published <= :until")
-    if filters.has_gtin is True:
-        where.append("(n.gtin IS NOT NULL AND n.gtin <> '')")
-    elif filters.has_gtin is False:
-        where.append("(n.gtin IS NULL OR n.gtin = '')")
-    joins = ""
-    if fts:
-        params["match"] = fts5_expression(parsed)
-        joins = "JOIN notice_fts f ON f.rowid = n.id"
-        where.append("notice_fts MATCH :match")
-    elif dialect == "sqlite" and parsed.excluded:
-        params["match"] = " OR ".join(f'"{w}"*' for w in parsed.excluded)
-        where.append("n.id NOT IN (SELECT rowid FROM notice_fts WHERE notice_fts MATCH :match)")
-    elif dialect == "postgresql" and not parsed.empty:
-        params["tsq"] = tsquery_expression(parsed)
-        where.append("n.search_vector @@ to_tsquery('simple', :tsq)")
-    return joins, where, params, parsed
-
-
-def _needs_notice_row(filters: WebFilters) -> bool:
-    return bool(filters.sources or filters.since or filters.until or filters.has_gtin is not None)
-
-
-def _where_sql(where: list[str]) -> str:
-    return f"WHERE {' AND '.join(where)}" if where else ""
-
-
-# -- hits and totals -------------------------------------------------------------------------------
-
-
-def run_search(engine: Engine, query: str, filters: WebFilters | None = None, *, sort: str = "date", limit: int = 20,
-               offset: int = 0, snippet_words: int = 16) -> SearchResult:
-    """radar.search.search's hits and total, plus the policy-class and has-GTIN filters."""
-    if sort not in ("date", "relevance"):
-        raise SearchQueryError(f"sort must be 'date' or 'relevance', not {sort!r}")
-    if limit < 1 or limit > 1000 or offset < 0:
-        raise SearchQueryError("limit must be 1..1000 and offset not negative")
-    filters = filters or WebFilters()
-    # With words on SQLite the FTS match list drives the query, and id lists beat a probe per match;
-    # without words, EXISTS lets the date-ordered scan stop after one page.
-    form = "in" if engine.dialect.name == "sqlite" and parse_query(query).positive else "exists"
-    joins, where, params, parsed = where_clause(engine, query, filters, form=form)
-    params.update({"mark_start": MARK_START, "mark_end": MARK_END, "limit": limit, "offset": offset})
-    score, snippet = "NULL", "substr(n.text, 1, 240)"
-    # radar.search.search's score and snippet expressions, so both show the same thing.
-    if engine.dialect.name == "sqlite" and parsed.positive:
-        score = "-bm25(notice_fts, 4.0, 1.0)"
-        params.update({"ellipsis": "…", "snippet_words": snippet_words})
-        snippet = "snippet(notice_fts, 1, :mark_start, :mark_end, :ellipsis, :snippet_words)"
-    elif engine.dialect.name == "postgresql" and not parsed.empty:
-        score = "ts_rank(n.search_vector, to_tsquery('simple', :tsq))"
-        if parsed.positive:
-            params["headline_opts"] = (
-                f"StartSel={MARK_START}, StopSel={MARK_END}, MaxWords={snippet_words + 4}, "
-                f"MinWords={max(snippet_words // 2, 3)}, ShortWord=2, MaxFragments=1, FragmentDelimiter=…"
-            )
-            snippet = "ts_headline('simple', translate(n.text, '<>', '  '), to_tsquery('simple', :tsq), :headline_opts)"
-    order = "n.published DESC NULLS LAST, n.id DESC"
-    if sort == "relevance" and score != "NULL":
-        order = f"{score} DESC, {order}"
-    sql = (f"SELECT n.id, n.source, n.source_id, n.title, n.url, n.published, {snippet} AS snippet, {score} AS score "
-           f"FROM notice n {joins} {_where_sql(where)} ORDER BY {order} LIMIT :limit OFFSET :offset")
-    with engine.connect() as connection:
-        rows = connection.execute(text(sql), params).all()
-        if offset == 0 and len(rows) < limit:
-            total = len(rows)  # the whole result is on this page: nothing left to count
-        else:
-            total = _count(connection, engine, query, filters)
-        hits = hits_from_rows(connection, rows)
-    return SearchResult(query=query, total=total, hits=hits, offset=offset, limit=limit)
-
-
-def _count(connection, engine: Engine, query: str, filters: WebFilters) -> int:
-    joins, where, params, _ = where_clause(engine, query, filters, form="in")
-    if joins and not _needs_notice_row(filters):
-        # Every condition is on the FTS row: count there, without fetching a single notice row.
-        return connection.execute(text(f"SELECT count(*) FROM notice_fts f {_where_sql(where)}"), params).scalar_one()
-    return connection.execute(text(f"SELECT count(*) FROM notice n {joins} {_where_sql(where)}"), params).scalar_one()
-
-
-def count_matching(engine: Engine, query: str, filters: WebFilters | None = None) -> int:
-    with engine.connect() as connection:
-        return _count(connection, engine, query, filters or WebFilters())
 
 
 # -- facets ---------------------------------------------------------------------------------------
@@ -271,7 +95,7 @@ def _time_limit(connection, engine: Engine, seconds: float | None):
         yield
 
 
-def facet_counts(engine: Engine, query: str, filters: WebFilters | None = None, *, total: int | None = None,
+def facet_counts(engine: Engine, query: str, filters: Filters | None = None, *, total: int | None = None,
                  sample_above: int | None = None, values_per_facet: int = FACET_VALUES,
                  keep: dict[str, list[str]] | None = None, time_limit: float | None = None) -> Facets:
     """How many of the notices matching `query` and `filters` fall in each source, market, category,
@@ -283,14 +107,14 @@ def facet_counts(engine: Engine, query: str, filters: WebFilters | None = None, 
     ``timed_out`` set and no values, and the page says so rather than keep the user waiting.
     """
     started = time.perf_counter()
-    filters = filters or WebFilters()
+    filters = filters or Filters()
     joins, where, params, _ = where_clause(engine, query, filters, form="in")
     sqlite = engine.dialect.name == "sqlite"
     year = "substr(n.published, 1, 4)" if sqlite else "CAST(EXTRACT(YEAR FROM n.published) AS TEXT)"
     axes = ", ".join(f"'{axis}'" for axis in AXIS_FACETS.values())
     with engine.connect() as connection:
         if total is None:
-            total = connection.execute(text(f"SELECT count(*) FROM notice n {joins} {_where_sql(where)}"), params).scalar_one()
+            total = connection.execute(text(f"SELECT count(*) FROM notice n {joins} {where_sql(where)}"), params).scalar_one()
         sampled = bool(sample_above) and total > sample_above
         if sampled:
             blocks = _sample_blocks(connection, total, sample_above)
@@ -312,7 +136,7 @@ def facet_counts(engine: Engine, query: str, filters: WebFilters | None = None, 
         sql = (
             f"WITH m AS MATERIALIZED (SELECT n.id, n.source, {year} AS year, "
             f"CASE WHEN n.gtin IS NOT NULL AND n.gtin <> '' THEN 1 ELSE 0 END AS has_gtin "
-            f"FROM notice n {joins} {_where_sql(where)}) "
+            f"FROM notice n {joins} {where_sql(where)}) "
             f"SELECT 'notice' AS kind, m.source AS a, m.year AS b, m.has_gtin AS g, count(*) AS hits FROM m "
             f"GROUP BY m.source, m.year, m.has_gtin "
             f"UNION ALL "

@@ -15,7 +15,7 @@ from typing import Any
 from urllib.parse import urlencode
 
 from radar.errors import SearchQueryError
-from radar.web.facets import WebFilters
+from radar.search import Filters
 
 log = logging.getLogger(__name__)
 
@@ -135,7 +135,7 @@ class SearchParams:
     def filtered(self) -> bool:
         return bool(any(getattr(self, n) for n in LIST_PARAMS) or self.since or self.until or self.gtin)
 
-    def filters(self, market_lookup=None) -> WebFilters:
+    def filters(self, market_lookup=None) -> Filters:
         """The filters for radar.search; market codes (DE, UK) become jurisdiction ids via `market_lookup`."""
         markets = []
         for market in self.market:
@@ -149,9 +149,9 @@ class SearchParams:
         if self.since and self.until and self.since > self.until:
             raise SearchQueryError(f"since {self.since} is after until {self.until}")
         has_gtin = {"yes": True, "no": False}.get(self.gtin)
-        return WebFilters(jurisdictions=markets, categories=list(self.category), hazards=list(self.hazard),
-                          sources=list(self.source), since=self.since, until=self.until,
-                          policies=list(self.policy), has_gtin=has_gtin)
+        return Filters(jurisdictions=markets, categories=list(self.category), hazards=list(self.hazard),
+                       sources=list(self.source), since=self.since, until=self.until,
+                       policies=list(self.policy), has_gtin=has_gtin)
 
 
 def _day(value: str | None, name: str) -> date | None:

@@ -26,7 +26,8 @@ from radar.settings import get_settings
 from radar.web import data, render
 from radar.web.auth import log_in, log_out, require_reviewer, require_user, safe_next, session_user
 from radar.web.csrf import csrf_protect, csrf_token
-from radar.web.facets import Facets, facet_counts, run_search
+from radar.search import search as run_search
+from radar.web.facets import Facets, facet_counts
 from radar.web.query import SearchParams
 
 log = logging.getLogger(__name__)
