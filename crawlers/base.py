@@ -14,11 +14,13 @@ import lxml.html
 import scrapy
 from lxml import etree
 from parsel import Selector
+from scrapy.exceptions import IgnoreRequest
 from stdnum import ean
 from w3lib.html import remove_comments, remove_tags, remove_tags_with_content, replace_entities
 
 from crawlers.items import NoticeItem
-from crawlers.sources import SourceConfig, load_sources
+from crawlers.sources import SourceConfig, load_source
+from radar.settings import get_settings
 
 log = logging.getLogger(__name__)
 
@@ -30,6 +32,12 @@ FAILURE_EMPTY = "empty"  # an empty feed, page or result list
 FAILURE_MALFORMED = "malformed"  # truncated or invalid XML / JSON
 FAILURE_LAYOUT = "layout_changed"  # a selector or key that always matched found nothing
 FAILURE_ENCODING = "wrong_encoding"  # bytes that are not in the encoding the response declares
+FAILURE_OFFSITE_REDIRECT = "offsite_redirect"  # a redirect to a host the source does not list: never followed
+FAILURE_ROBOTS = "robots_forbidden"  # a request the publisher's robots.txt forbids: never sent
+
+
+class DropReported(IgnoreRequest):
+    """A request a downloader middleware dropped after reporting it as a named failure; errbacks say no more."""
 
 _WS = re.compile(r"[ \t\r\f\v\u00a0]+")
 _BLANK_LINES = re.compile(r"\n\s*\n+")
@@ -236,7 +244,7 @@ class RadarSpider(scrapy.Spider):
 
     def __init__(self, *args: Any, source: SourceConfig | None = None, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
-        self.source = source or load_sources()[self.name]
+        self.source = source or load_source(get_settings().sources_path / f"{self.name}.yml")
         self._leftovers_seen: set[str] = set()
 
     async def start(self):  # noqa: D401 - Scrapy's entry point
@@ -281,7 +289,14 @@ class RadarSpider(scrapy.Spider):
                 errors.append(f"{kind}: {text}")
                 stats.set_value("radar/errors", errors)
 
+    def report_offsite_redirect(self, url: str, target: str, hosts: Iterable[str]) -> None:
+        """Report that ``url`` redirected to ``target``, outside the source's ``hosts``, and was not followed."""
+        self.report_failure(FAILURE_OFFSITE_REDIRECT, "%s redirects to %s, outside %s; not followed", url, target,
+                            ", ".join(hosts))
+
     def on_error(self, failure: Any) -> None:
+        if failure.check(DropReported):
+            return
         request = getattr(failure, "request", None)
         url = request.url if request is not None else "?"
         response = getattr(failure.value, "response", None)

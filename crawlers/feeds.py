@@ -22,9 +22,6 @@ from crawlers.base import (FAILURE_EMPTY, FAILURE_ENCODING, FAILURE_ERROR_BODY, 
 
 log = logging.getLogger(__name__)
 
-# A redirect to a host the source does not list: never followed, reported under this name.
-FAILURE_OFFSITE_REDIRECT = "offsite_redirect"
-
 REDIRECT_CODES = (301, 302, 303, 307, 308)
 MAX_REDIRECTS = 5
 _CARRIED_META = ("download_maxsize", "download_timeout")  # per-request limits a redirected request keeps
@@ -56,8 +53,9 @@ def guarded_request(url: str, callback: Callable, *, errback: Callable | None = 
                     cb_kwargs: dict[str, Any] | None = None, meta: dict[str, Any] | None = None) -> scrapy.Request:
     """A request whose redirects reach the callback, so ``follow_redirects`` can refuse the off-site ones.
 
-    Scrapy's own redirect handling would hand an off-site hop to its offsite filter, which drops it
-    silently at scheduling time: the run would simply have one notice less and nobody would know why.
+    Scrapy's own redirect handling would hand an off-site hop to its offsite filter, which drops it at
+    scheduling time (``crawlers.middleware.ReportingOffsiteMiddleware`` reports it): the callback never
+    hears of it, so a spider could not keep what it knows without that page (``on_offsite``).
     """
     meta = {**(meta or {}), "dont_redirect": True, "handle_httpstatus_list": list(REDIRECT_CODES)}
     return scrapy.Request(url, callback=callback, errback=errback, cb_kwargs=cb_kwargs or {}, meta=meta)
@@ -85,8 +83,7 @@ def follow_redirects(callback: Callable) -> Callable:
         target = urljoin(response.url, location)
         hosts = allowed_hosts(spider)
         if not host_allowed(target, hosts):
-            spider.report_failure(FAILURE_OFFSITE_REDIRECT, "%s redirects to %s, outside %s; not followed",
-                                  response.url, target, ", ".join(hosts))
+            spider.report_offsite_redirect(response.url, target, hosts)
             hook = getattr(spider, "on_offsite", None)
             if hook is not None:
                 yield from hook(response, target, **kwargs) or ()
@@ -317,7 +314,8 @@ def oj_heading(page: Selector) -> str:
     if not lines:
         return ""
     first = lines[0]
-    if first.isupper():  # "COUNCIL REGULATION (EU) 2026/2190" → "Council Regulation (EU) 2026/2190"
+    # "COUNCIL REGULATION (EU) No 833/2014" → "Council Regulation (EU) No 833/2014": "No" keeps its case in the OJ.
+    if first.replace(" No ", " NO ").isupper():
         first = " ".join(w.capitalize() if w.isalpha() else w for w in first.split())
     return " ".join([first, *lines[1:]])
 
@@ -399,7 +397,7 @@ def _title_case(text: str) -> str:
 
 
 def celex_of(url: str) -> str:
-    """The CELEX number of a EUR-Lex URI-server link (``?uri=CELEX:32026R2190``), else ''."""
+    """The CELEX number of a EUR-Lex URI-server link (``?uri=CELEX:32014R0833``), else ''."""
     uri = (parse_qs(urlsplit(url).query).get("uri") or [""])[0]
     return uri.split(":", 1)[1] if uri.upper().startswith("CELEX:") else ""
 

@@ -1,4 +1,5 @@
-"""Downloader pieces: a local mirror for the demo and tests, and network byte counts for incremental crawls."""
+"""Downloader pieces: a local mirror for the demo and tests, network byte counts for incremental crawls, and
+Scrapy's offsite and robots.txt filters made to report what they drop on the run."""
 
 from __future__ import annotations
 
@@ -7,7 +8,13 @@ from urllib.parse import urlsplit
 
 from scrapy import Request
 from scrapy.core.downloader.handlers.base import BaseDownloadHandler
+from scrapy.downloadermiddlewares.offsite import OffsiteMiddleware
+from scrapy.downloadermiddlewares.robotstxt import RobotsTxtMiddleware
+from scrapy.exceptions import IgnoreRequest
 from scrapy.http import Response
+from scrapy.utils.httpobj import urlparse_cached
+
+from crawlers.base import FAILURE_ROBOTS, DropReported
 
 log = logging.getLogger(__name__)
 
@@ -67,3 +74,38 @@ class NetworkStatsMiddleware:
         if response.status == 304:
             self.stats.inc_value("radar/not_modified")
         return response
+
+
+class ReportingOffsiteMiddleware(OffsiteMiddleware):
+    """Scrapy's offsite filter, reporting each redirect hop it drops as ``offsite_redirect`` on the run.
+
+    Scrapy only counts such a drop (``offsite/filtered``): a source that moved to another host would just
+    yield nothing. A request the spider itself sent elsewhere (a followed link) is dropped unreported, as
+    before: that is the filter doing its job, not the source going wrong.
+    """
+
+    def process_request(self, request: Request) -> None:
+        try:
+            super().process_request(request)
+        except IgnoreRequest:
+            hops = request.meta.get("redirect_urls")
+            if not hops:
+                raise
+            spider = self.crawler.spider  # it has allowed_domains, or nothing would have been dropped
+            spider.report_offsite_redirect(hops[-1], request.url, spider.allowed_domains)
+            raise DropReported(f"offsite redirect to {request.url}") from None
+
+
+class ReportingRobotsTxtMiddleware(RobotsTxtMiddleware):
+    """Scrapy's robots.txt filter, reporting each request it forbids as ``robots_forbidden`` on the run."""
+
+    def process_request_2(self, rp, request: Request) -> None:
+        try:
+            super().process_request_2(rp, request)
+        except IgnoreRequest:
+            url = urlparse_cached(request)
+            self.crawler.spider.report_failure(
+                FAILURE_ROBOTS, "%s://%s/robots.txt forbids %s; not fetched (if the publisher does not permit "
+                "crawling, set crawl_permitted: false and its refusal in the source's YAML)",
+                url.scheme, url.netloc, request.url)
+            raise DropReported(f"forbidden by robots.txt: {request.url}") from None

@@ -8,6 +8,7 @@ from datetime import date
 from scrapy import signals
 from scrapy.exceptions import DropItem
 
+from crawlers.base import FAILURE_ROBOTS
 from crawlers.items import NoticeItem
 from radar.db import get_engine, session_scope
 from radar.models import SourceRun, utcnow
@@ -132,9 +133,14 @@ class StorePipeline(_CrawlerPipeline):
         result = self._result
         records = result.new + result.updated + result.unchanged
         bounds = spider.source.bounds
-        failures = sum(v for k, v in stats.get_stats().items() if k.startswith("radar/failure/"))
+        failed = {k.removeprefix("radar/failure/"): v for k, v in stats.get_stats().items()
+                  if k.startswith("radar/failure/") and v}
+        failures = sum(failed.values())
         status = "ok"
-        if records < bounds.min_records or records > bounds.max_records:
+        if records == 0 and set(failed) == {FAILURE_ROBOTS}:
+            # robots.txt forbade every request: the publisher refuses the crawl, as a source whose terms forbid it.
+            status = "refused"
+        elif records < bounds.min_records or records > bounds.max_records:
             status = "failed"
             messages.append(f"yielded {records} records, a healthy run yields {bounds.min_records}..{bounds.max_records}")
         elif failures or any(m.startswith("storage:") for m in messages):

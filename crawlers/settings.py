@@ -39,8 +39,15 @@ def scrapy_settings(settings: Settings | None = None, mirror: str | None = None)
         "HTTPCACHE_POLICY": "crawlers.cache.RevalidatingPolicy",
         "HTTPCACHE_DIR": str(s.data_path / "httpcache"),
         "HTTPCACHE_GZIP": True,
-        # Network byte counts sit below the cache, so replayed cached bodies do not count.
-        "DOWNLOADER_MIDDLEWARES": {"crawlers.middleware.NetworkStatsMiddleware": 950},
+        "DOWNLOADER_MIDDLEWARES": {
+            # Scrapy's offsite and robots.txt filters, in their places, reporting what they drop on the run.
+            "scrapy.downloadermiddlewares.offsite.OffsiteMiddleware": None,
+            "crawlers.middleware.ReportingOffsiteMiddleware": 50,
+            "scrapy.downloadermiddlewares.robotstxt.RobotsTxtMiddleware": None,
+            "crawlers.middleware.ReportingRobotsTxtMiddleware": 100,
+            # Network byte counts sit below the cache, so replayed cached bodies do not count.
+            "crawlers.middleware.NetworkStatsMiddleware": 950,
+        },
         "SPIDER_MODULES": ["crawlers.spiders"],
         "NEWSPIDER_MODULE": "crawlers.spiders",
     }

@@ -6,13 +6,18 @@ import json
 from pathlib import Path
 
 import pytest
+import yaml
+from click.testing import CliRunner
 from sqlalchemy import func
 from sqlmodel import Session, select
 
 from crawlers.runner import crawl_subprocess
+from crawlers.sources import default_sources_dir
+from radar.cli import main
 from radar.db import get_engine
-from radar.models import Notice, NoticeVersion, SourceRun
-from radar.sampleserver import SampleServer, Route
+from radar.models import Notice, NoticeVersion
+from radar.sampleserver import SAMPLES_DIR, Route, SampleServer
+from radar.settings import get_settings
 from radar.summary import last_runs
 
 FIXTURES = Path(__file__).parent / "fixtures"
@@ -140,11 +145,72 @@ def test_redirect_to_another_domain_is_not_followed(sqlite_url):
         assert not any("elsewhere.example" in path for path in server.requests), server.requests
     run = last_runs(engine)["us_cpsc_recalls"]
     assert run.status == "failed" and run.records == 0
+    assert any(m.startswith("offsite_redirect: https://www.saferproducts.gov/RestWebServices/Recall?") and
+               m.endswith(" redirects to https://elsewhere.example/recalls.json, outside www.saferproducts.gov; "
+                          "not followed") for m in run.messages), run.messages
+
+
+def source_at(tmp_path: Path, monkeypatch, name: str, url: str) -> None:
+    """The bundled source ``name`` with ``url`` as its entry point, alone in the sources folder the settings name."""
+    config = yaml.safe_load((default_sources_dir() / f"{name}.yml").read_text(encoding="utf-8"))
+    config["url"] = url
+    sources = tmp_path / "sources"
+    sources.mkdir()
+    (sources / f"{name}.yml").write_text(yaml.safe_dump(config), encoding="utf-8")
+    monkeypatch.setenv("RADAR_SOURCES_DIR", str(sources))
+    get_settings.cache_clear()
+
+
+def sources_listed() -> dict[str, dict]:
+    """What `radar sources --json` says about each source."""
+    result = CliRunner().invoke(main, ["sources", "--json"])
+    assert result.exit_code == 0, result.output
+    return {row["name"]: row for row in json.loads(result.output)}
+
+
+def test_redirect_to_another_host_name_is_reported_on_the_run(sqlite_url, tmp_path, monkeypatch):
+    # No mirror: the spider reads 127.0.0.1 itself, and the server sends it on to the same port as "localhost",
+    # which Scrapy's redirect handling follows and its offsite filter then drops.
+    engine = get_engine(sqlite_url)
+    with SampleServer() as server:
+        moved = f"http://localhost:{server.httpd.server_address[1]}/moved/recalls.json"
+        server.add_route("/api/recalls", Route(status=302, headers={"Location": moved}))
+        recalls = (SAMPLES_DIR / "www.saferproducts.gov/RestWebServices/Recall").read_bytes()
+        server.add_route("/moved/recalls.json", Route(body=recalls, content_type="application/json"))
+        source_at(tmp_path, monkeypatch, "us_cpsc_recalls", f"{server.url}/api/recalls?format=json")
+        result = crawl_subprocess(["us_cpsc_recalls"], timeout=180)
+        assert result.returncode == 0, result.stderr[-3000:]
+        assert [path.split("?")[0] for path in server.requests] == ["/robots.txt", "/api/recalls"]
+    run = last_runs(engine)["us_cpsc_recalls"]
+    assert run.status == "failed" and run.records == 0
+    offsite = [m for m in run.messages if m.startswith("offsite_redirect: ")]
+    assert len(offsite) == 1, run.messages
+    assert offsite[0].startswith(f"offsite_redirect: {server.url}/api/recalls?format=json")
+    assert offsite[0].endswith(f" redirects to {moved}, outside 127.0.0.1; not followed")
+    assert offsite[0] in sources_listed()["us_cpsc_recalls"]["messages"]
+
+
+def test_source_whose_robots_txt_forbids_everything_is_refused_with_that_message(sqlite_url):
+    engine = get_engine(sqlite_url)
+    with SampleServer() as server:
+        server.add_route("/www.saferproducts.gov/robots.txt",
+                         Route(body=b"User-agent: *\nDisallow: /\n", content_type="text/plain"))
+        crawl(server, "us_cpsc_recalls", "uk_opss_alerts")
+        cpsc = [path for path in server.requests if path.startswith("/www.saferproducts.gov/")]
+        assert cpsc == ["/www.saferproducts.gov/robots.txt"]
+    runs = last_runs(engine)
+    assert runs["uk_opss_alerts"].status == "ok"  # another publisher's robots.txt allows us
+    run = runs["us_cpsc_recalls"]
+    assert (run.status, run.records) == ("refused", 0)
+    # Reported once, by name; the spider's errback does not add an http_error for the same request.
+    [message] = run.messages
+    assert message.startswith("robots_forbidden: https://www.saferproducts.gov/robots.txt forbids "
+                              "https://www.saferproducts.gov/RestWebServices/Recall?format=json"), message
+    listed = sources_listed()["us_cpsc_recalls"]
+    assert listed["status"] == "refused" and listed["messages"] == [message]
 
 
 def test_source_whose_terms_forbid_crawling_is_refused_with_its_reason(sqlite_url, tmp_path, monkeypatch):
-    from crawlers.sources import default_sources_dir
-
     sources = tmp_path / "sources"
     sources.mkdir()
     text = (default_sources_dir() / "us_cpsc_recalls.yml").read_text()

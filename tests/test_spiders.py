@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 import scrapy
+import yaml
 from scrapy.http import HtmlResponse, TextResponse, XmlResponse
 from scrapy.spidermiddlewares.httperror import HttpError
 from twisted.python.failure import Failure
@@ -22,10 +23,12 @@ from crawlers.base import (
 )
 from crawlers.items import NoticeItem
 from spiderkit import FIXTURES, SAMPLES, crawl, sample_path, warnings
-from crawlers.sources import load_sources
+from crawlers.sources import default_sources_dir, load_sources
 from crawlers.spiders.eu_safety_gate_alerts import EuSafetyGateAlertsSpider
 from crawlers.spiders.uk_opss_alerts import UkOpssAlertsSpider
 from crawlers.spiders.us_cpsc_recalls import UsCpscRecallsSpider
+from radar.errors import ConfigError
+from radar.settings import get_settings
 
 UK_FEED = SAMPLES / "www.gov.uk" / "product-safety-alerts-reports-recalls.atom"
 UK_API = "https://www.gov.uk/api/content/product-safety-alerts-reports-recalls/"
@@ -64,6 +67,19 @@ def test_sources_are_configured():
     sources = load_sources()
     assert {sources[n].jurisdiction for n in ("uk_opss_alerts", "eu_safety_gate_alerts", "us_cpsc_recalls")} == {
         "juris.uk", "juris.eu", "juris.us"}
+
+def test_spider_without_a_source_reads_its_yaml_from_the_sources_dir_setting(tmp_path, monkeypatch):
+    config = yaml.safe_load((default_sources_dir() / "us_cpsc_recalls.yml").read_text(encoding="utf-8"))
+    config["url"] = "https://cpsc.mirror.example.org/RestWebServices/Recall?format=json"
+    (tmp_path / "us_cpsc_recalls.yml").write_text(yaml.safe_dump(config), encoding="utf-8")
+    monkeypatch.setenv("RADAR_SOURCES_DIR", str(tmp_path))
+    get_settings.cache_clear()
+    assert UsCpscRecallsSpider().source.url == config["url"]
+    # A sources folder without the spider's file says which file it looked for.
+    monkeypatch.setenv("RADAR_SOURCES_DIR", str(tmp_path / "elsewhere"))
+    get_settings.cache_clear()
+    with pytest.raises(ConfigError, match=r"elsewhere/us_cpsc_recalls\.yml"):
+        UsCpscRecallsSpider()
 
 @pytest.mark.parametrize("cls, count", [(UkOpssAlertsSpider, 8), (EuSafetyGateAlertsSpider, 9),
                                         (UsCpscRecallsSpider, 10)])

@@ -15,8 +15,7 @@ from sqlalchemy import func
 from sqlmodel import Session, select
 
 from crawlers.base import (FAILURE_EMPTY, FAILURE_ENCODING, FAILURE_ERROR_BODY, FAILURE_JS_SHELL, FAILURE_LAYOUT,
-                           FAILURE_MALFORMED)
-from crawlers.feeds import FAILURE_OFFSITE_REDIRECT
+                           FAILURE_MALFORMED, FAILURE_OFFSITE_REDIRECT)
 from crawlers.items import NoticeItem
 from spiderkit import FIXTURES, SAMPLES, crawl, sample_path, warnings
 from crawlers.runner import crawl_subprocess
@@ -82,7 +81,7 @@ def test_sources_are_configured():
 
 
 @pytest.mark.parametrize("cls, count", [(UsFrRulesSpider, 8), (EuEurlexOjSpider, 12), (UkLegislationNewSpider, 9),
-                                        (UsTradeCslSpider, 1), (EuTradeDualuseSpider, 7)])
+                                        (UsTradeCslSpider, 1), (EuTradeDualuseSpider, 6)])
 def test_demo_samples_yield_every_notice_cleanly(cls, count, caplog):
     spider = make_spider(cls)
     with caplog.at_level(logging.INFO):
@@ -388,23 +387,24 @@ def test_csl_broken_downloads_yield_nothing(fixture, kind, caplog, sqlite_url):
 
 # -- EU dual-use list and CN-code annexes ----------------------------------------------------------
 
-DUAL_USE = "https://eur-lex.europa.eu/legal-content/EN/TXT/HTML/?uri=CELEX:32026R1890"
-SANCTIONS = "https://eur-lex.europa.eu/legal-content/EN/TXT/HTML/?uri=CELEX:32026R2190"
+DUAL_USE = "https://eur-lex.europa.eu/legal-content/EN/TXT/HTML/?uri=CELEX:32024R2547"
+SANCTIONS = "https://eur-lex.europa.eu/legal-content/EN/TXT/HTML/?uri=CELEX:32014R0833"
+AMENDING = "https://eur-lex.europa.eu/legal-content/EN/TXT/HTML/?uri=CELEX:32023R0427"
 
 
 def test_dual_use_categories_keep_their_control_entries():
     spider = make_spider(EuTradeDualuseSpider)
     items = call(spider, "parse", DUAL_USE, sample_path(DUAL_USE).read_bytes(), act_key="dual_use_list")
-    assert [i.source_id for i in items] == [f"32026R1890/annex-I/category-{n}" for n in (3, 4, 5, 6, 9)]
+    assert [i.source_id for i in items] == [f"32024R2547/annex-I/category-{n}" for n in (3, 4, 5, 6, 9)]
     electronics = items[0]
     assert electronics.title == ("Dual-use items, Category 3 – Electronics "
-                                 "(Commission Delegated Regulation (EU) 2026/1890)")
-    assert electronics.published == date(2026, 9, 8)
+                                 "(Commission Delegated Regulation (EU) 2024/2547)")
+    assert electronics.published == date(2024, 9, 5)
     assert electronics.category_labels == ["Electronics"]
-    assert list(electronics.labels["control_entries"]) == ["3A001", "3A002", "3A090"]
+    assert list(electronics.labels["control_entries"]) == ["3A001", "3A002", "3A003"]
     assert electronics.labels["control_entries"]["3A002"].startswith("General purpose ‘electronic assemblies’")
     assert {k: v for k, v in electronics.labels.items() if k != "control_entries"} == {
-        "list": "dual_use", "act": "Commission Delegated Regulation (EU) 2026/1890", "celex": "32026R1890",
+        "list": "dual_use", "act": "Commission Delegated Regulation (EU) 2024/2547", "celex": "32024R2547",
         "annex": "I", "category": "3"}
     computers = items[1]  # entries written as paragraphs rather than table rows
     assert list(computers.labels["control_entries"]) == ["4A003", "4A004"]
@@ -412,21 +412,35 @@ def test_dual_use_categories_keep_their_control_entries():
     assert "9A012 ‘Unmanned aerial vehicles’" in items[4].text
 
 
-def test_sanctions_annexes_keep_cn_codes_with_their_descriptions():
+def test_sanctions_annex_keeps_cn_codes_with_their_descriptions():
+    # The act as published in 2014, in the Official Journal's older XHTML (p.doc-ti, p.tbl-txt): Annex I names the
+    # authorities and Annex III the banks, so only Annex II, the goods by CN code, is a notice.
     spider = make_spider(EuTradeDualuseSpider)
-    chp, industrial = call(spider, "parse", SANCTIONS, sample_path(SANCTIONS).read_bytes(), act_key="russia")
-    assert chp.source_id == "32026R2190/annex-XL"
-    assert chp.title == ("Common High Priority items referred to in Article 12g – "
-                         "Annex XL, Council Regulation (EU) 2026/2190")
-    assert chp.published == date(2026, 11, 13)
-    assert list(chp.labels["cn_codes"])[:3] == ["8542 31", "8542 32", "8517 62"]
-    assert chp.labels["cn_codes"]["8806 92"] == ("Unmanned aircraft with a maximum take-off weight of more than "
-                                                 "250 g but not more than 7 kg")
-    assert "Lithium-ion accumulators" in chp.category_labels and len(chp.category_labels) == 10
-    assert "CN 8507 60: Lithium-ion accumulators" in chp.text
-    assert industrial.source_id == "32026R2190/annex-II"
-    assert industrial.labels["amends"] == "Annex XXIII to Regulation (EU) No 833/2014"
-    assert industrial.labels["cn_codes"]["9503 00"].startswith("Tricycles, scooters, pedal cars")
+    [annex] = call(spider, "parse", SANCTIONS, sample_path(SANCTIONS).read_bytes(), act_key="russia")
+    assert annex.source_id == "32014R0833/annex-II"
+    assert annex.title == "List of items referred to in Article 3 – Annex II, Council Regulation (EU) No 833/2014"
+    assert annex.published == date(2014, 7, 31)
+    assert list(annex.labels["cn_codes"])[:3] == ["7304 11 00", "7304 19 10", "7304 22 00"]
+    assert annex.labels["cn_codes"]["8705 20 00"] == "Mobile drilling derricks"
+    assert annex.labels["cn_codes"]["8413 50"] == "Other reciprocating positive displacement pumps for liquids"
+    assert "Mobile drilling derricks" in annex.category_labels and len(annex.category_labels) == 11
+    assert "CN 8905 20 00: Floating or submersible drilling or production platforms" in annex.text
+    assert {k: annex.labels[k] for k in ("list", "act", "celex", "annex")} == {
+        "list": "sanctions_cn_codes", "act": "Council Regulation (EU) No 833/2014", "celex": "32014R0833",
+        "annex": "II"}
+    assert "amends" not in annex.labels
+
+
+def test_annex_of_an_amending_act_names_the_annex_it_amends():
+    spider = make_spider(EuTradeDualuseSpider)
+    body = (FIXTURES / "eu_trade_dualuse" / "amending_act.html").read_bytes()
+    [annex] = call(spider, "parse", AMENDING, body, act_key="russia_sanctions_2023_427")
+    assert annex.source_id == "32023R0427/annex-VI"
+    assert annex.labels["amends"] == "Annex XXIII to Regulation (EU) No 833/2014"
+    assert annex.title == ("Goods which could contribute in particular to the enhancement of Russian industrial "
+                           "capacities – Annex VI, amending Annex XXIII to Regulation (EU) No 833/2014, "
+                           "Council Regulation (EU) 2023/427")
+    assert list(annex.labels["cn_codes"]) == ["8427 10", "8429 51", "8502 13"]
 
 
 @pytest.mark.parametrize("fixture, kind", [("not_found.html", FAILURE_ERROR_BODY), ("js_shell.html", FAILURE_JS_SHELL),

@@ -18,8 +18,8 @@ from twisted.python.failure import Failure
 
 from conftest import real_data
 from crawlers.base import (FAILURE_EMPTY, FAILURE_ENCODING, FAILURE_ERROR_BODY, FAILURE_HTTP_ERROR, FAILURE_JS_SHELL,
-                           FAILURE_LAYOUT, FAILURE_MALFORMED)
-from crawlers.feeds import FAILURE_OFFSITE_REDIRECT, host_allowed
+                           FAILURE_LAYOUT, FAILURE_MALFORMED, FAILURE_OFFSITE_REDIRECT)
+from crawlers.feeds import host_allowed
 from crawlers.items import NoticeItem
 from spiderkit import SAMPLES, crawl, sample_path, warnings
 from crawlers.runner import crawl_subprocess
