@@ -194,15 +194,16 @@ def test_a_hanging_crawl_is_stopped_at_its_time_limit(sqlite_url, monkeypatch):
         server.add_route(FEED, Route(200, b"<feed/>", "application/atom+xml", delay=60))
         monkeypatch.setenv("RADAR_CRAWL_MIRROR", server.url)
         monkeypatch.setenv("RADAR_DATABASE_URL", sqlite_url)
-        monkeypatch.setenv("RADAR_CRAWL_TIME_LIMIT", "4")  # past the child's start, so its run record exists
+        # Past the child's start (importing Scrapy takes seconds on a busy machine), so its run record exists.
+        monkeypatch.setenv("RADAR_CRAWL_TIME_LIMIT", "8")
         monkeypatch.setenv("RADAR_CRAWL_KILL_GRACE", "2")
         get_settings.cache_clear()
         started = time.monotonic()
         outcome = jobs.run_job("crawl:uk_opss_alerts", engine=engine)
         elapsed = time.monotonic() - started
     assert outcome.status == "timeout", outcome.message
-    assert "time limit of 4s" in outcome.message
-    assert elapsed < 4 + 2 + 10  # the limit, the kill grace, and slack for starting the child
+    assert "time limit of 8s" in outcome.message
+    assert elapsed < 8 + 2 + 10  # the limit, the kill grace, and slack for starting the child
     [row] = _runs(engine, "crawl:uk_opss_alerts")
     assert row.status == "timeout"
     with Session(engine) as session:
