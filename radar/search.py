@@ -266,14 +266,17 @@ def search(engine: Engine, query: str = "", filters: Filters | None = None, *, s
     parsed = parse_query(query)
     with engine.connect() as connection:
         total = None
-        if dialect == "sqlite" and parsed.positive and sort == "date":
-            # With words, the FTS match list drives: sorting every match by date, or (many matches) walking
-            # the date index and checking each notice against the list. The count decides, and is needed anyway.
+        walk = False
+        if not parsed.empty and sort == "date":
+            # With words, the match list could be paged two ways: fetch and sort every match, or walk the
+            # notices in date order and check each against the list, stopping after a page. The count
+            # decides (and is needed anyway): walking a date index past non-matches costs about a tenth
+            # of fetching and sorting one match.
             total = _count(connection, engine, query, filters)
             span = connection.execute(text("SELECT (SELECT max(id) FROM notice) - (SELECT min(id) FROM notice) + 1")).scalar() or 0
-            form = "walk" if total * total * _WALK_ADVANTAGE > (offset + limit) * span else "in"
-        elif dialect == "sqlite" and parsed.positive:
-            form = "in"
+            walk = total * total * _WALK_ADVANTAGE > (offset + limit) * span
+        if dialect == "sqlite" and parsed.positive:
+            form = "walk" if walk else "in"
         else:
             form = "exists"  # without words the date-ordered scan stops after one page
         joins, where, params, parsed = where_clause(engine, query, filters, form=form)
@@ -286,6 +289,10 @@ def search(engine: Engine, query: str = "", filters: Filters | None = None, *, s
         order = "n.published DESC NULLS LAST, n.id DESC"
         if score != "NULL":
             order = f"{score} DESC, {order}"
+        elif dialect == "postgresql" and total is not None and not walk:
+            # Few matches: "+ 0" keeps PostgreSQL from walking the order index past every non-match (it
+            # guesses matches are common); it fetches the matches from the GIN index and sorts them.
+            order = "(n.published + 0) DESC NULLS LAST, n.id DESC"
         sql = (f"SELECT n.id, n.source, n.source_id, n.title, n.url, n.published, substr(n.text, 1, :text_chars) AS text, "
                f"{score} AS score FROM notice n {joins} {where_sql(where)} ORDER BY {order} LIMIT :limit OFFSET :offset")
         rows = connection.execute(text(sql), params).all()
