@@ -8,6 +8,7 @@ fragments in a query are just more words.
 
 from __future__ import annotations
 
+import math
 import re
 from dataclasses import asdict, dataclass, field
 from datetime import date
@@ -133,6 +134,7 @@ class SearchResult:
     hits: list[SearchHit]
     offset: int = 0
     limit: int = 20
+    approximate: bool = False  # total estimated from a sample of the archive (see search's estimate_above)
 
 
 @dataclass
@@ -152,29 +154,36 @@ class Filters:
 _AXES = (("categories", "category"), ("hazards", "hazard"), ("policies", "policy"), ("jurisdictions", "jurisdiction"))
 
 
-def _axis_clause(axis: str, values: list[str], params: dict[str, Any], form: str, ident: str, dialect: str) -> str:
+def _axis_clause(axis: str, values: list[str], params: dict[str, Any], form: str, ident: str, dialect: str,
+                 sample: "IdSample | None" = None) -> str:
     """One taxonomy filter: the notice has a finding on `axis` equal to one of `values` or below it.
 
     "Below it" is the range [id, id + "/"): taxonomy ids are letters, digits, "_" and ".", and "/" is
     the character right after ".", so the range holds the id and every id starting with it plus a dot,
-    and an index on (axis, value) answers it with one seek. PostgreSQL compares in the "C" collation so
-    that the range means bytes, whatever the database's collation (the index is built the same way).
+    and an index on (axis, value) answers it with one seek. On PostgreSQL the column has the "C"
+    collation (migration 0004), so the range means bytes there too, whatever the database's collation.
     """
     # A country a product only comes from is not a market it was flagged in.
     role = " AND (c.role IS NULL OR c.role <> 'origin')" if axis == "jurisdiction" else ""
-    collate = ' COLLATE "C"' if dialect == "postgresql" else ""
     ors = []
     for i, value in enumerate(values):
         key = f"f_{axis}_{i}"
         params[key], params[f"{key}_end"] = value, value + "/"
-        ors.append(f"(c.value{collate} >= :{key} AND c.value{collate} < :{key}_end)")
+        ors.append(f"(c.value >= :{key} AND c.value < :{key}_end)")
     condition = f"c.axis = '{axis}'{role} AND ({' OR '.join(ors)})"
     if form == "in":
+        if sample is not None:  # only the sampled ids of the list: the sample costs what it holds
+            params.update(s_low=sample.low, s_period=sample.period, s_size=sample.size)
+            condition += " AND ((c.notice_id - :s_low) % :s_period) < :s_size"
         return f"{ident} IN (SELECT c.notice_id FROM classification c WHERE {condition})"
-    return f"EXISTS (SELECT 1 FROM classification c WHERE c.notice_id = {ident} AND {condition})"
+    # OFFSET 0 keeps PostgreSQL from turning the probe into a join that hashes every finding of the axis
+    # (it misjudges how many a range of ids holds, and the probe is what was asked for).
+    fence = " OFFSET 0" if dialect == "postgresql" else ""
+    return f"EXISTS (SELECT 1 FROM classification c WHERE c.notice_id = {ident} AND {condition}{fence})"
 
 
-def where_clause(engine: Engine, query: str, filters: Filters, *, form: str = "exists") -> tuple[str, list[str], dict[str, Any], ParsedQuery]:
+def where_clause(engine: Engine, query: str, filters: Filters, *, form: str = "exists",
+                 list_sample: "IdSample | None" = None) -> tuple[str, list[str], dict[str, Any], ParsedQuery]:
     """(joins, conditions, parameters, parsed query) selecting the notices `n` a search matches.
 
     form "exists" checks each taxonomy filter with a correlated EXISTS per notice: best for finding one
@@ -204,7 +213,8 @@ def where_clause(engine: Engine, query: str, filters: Filters, *, form: str = "e
     axis_filters.sort(key=lambda item: -min(v.count(".") for v in item[1]))
     for i, (axis, values) in enumerate(axis_filters):
         first = i == 0 and form != "exists"
-        where.append(_axis_clause(axis, values, params, "in" if first else "exists", ident if first else "n.id", dialect))
+        where.append(_axis_clause(axis, values, params, "in" if first else "exists", ident if first else "n.id", dialect,
+                                  list_sample if first else None))
     if filters.sources:
         for i, source in enumerate(filters.sources):
             params[f"f_source_{i}"] = source
@@ -250,12 +260,16 @@ _WALK_ADVANTAGE = 10
 
 
 def search(engine: Engine, query: str = "", filters: Filters | None = None, *, sort: str = "date",
-           limit: int = 20, offset: int = 0, snippet_words: int = 16) -> SearchResult:
+           limit: int = 20, offset: int = 0, snippet_words: int = 16, estimate_above: int | None = None) -> SearchResult:
     """Notices matching the query and filters, newest first (or by relevance), with highlighted snippets.
 
     A hit's score is the database's relevance (bm25 on SQLite, ts_rank on PostgreSQL) when sorting by
     relevance, and None when sorting by date. Snippets are made here, not by the database, so both
     databases show the same snippet for the same notice.
+
+    With `estimate_above`, a total that a sample of the archive puts above that number is estimated from
+    the sample (and the result marked approximate) instead of counted: counting hundreds of thousands
+    of matches exactly costs more than the page itself. Without it totals are exact.
     """
     if sort not in ("date", "relevance"):
         raise SearchQueryError(f"sort must be 'date' or 'relevance', not {sort!r}")
@@ -265,14 +279,14 @@ def search(engine: Engine, query: str = "", filters: Filters | None = None, *, s
     dialect = engine.dialect.name
     parsed = parse_query(query)
     with engine.connect() as connection:
-        total = None
+        total, approximate = None, False
         walk = False
         if not parsed.empty and sort == "date":
             # With words, the match list could be paged two ways: fetch and sort every match, or walk the
             # notices in date order and check each against the list, stopping after a page. The count
             # decides (and is needed anyway): walking a date index past non-matches costs about a tenth
             # of fetching and sorting one match.
-            total = _count(connection, engine, query, filters)
+            total, approximate = _count(connection, engine, query, filters, estimate_above)
             span = connection.execute(text("SELECT (SELECT max(id) FROM notice) - (SELECT min(id) FROM notice) + 1")).scalar() or 0
             walk = total * total * _WALK_ADVANTAGE > (offset + limit) * span
         if dialect == "sqlite" and parsed.positive:
@@ -300,23 +314,119 @@ def search(engine: Engine, query: str = "", filters: Filters | None = None, *, s
             if len(rows) < limit and (rows or offset == 0):
                 total = offset + len(rows)  # the last page: everything before it and on it is the whole result
             else:
-                total = _count(connection, engine, query, filters)
+                total, approximate = _count(connection, engine, query, filters, estimate_above)
         hits = hits_from_rows(connection, rows, parsed, snippet_words)
-    return SearchResult(query=query, total=total, hits=hits, offset=offset, limit=limit)
+    return SearchResult(query=query, total=total, hits=hits, offset=offset, limit=limit, approximate=approximate)
 
 
-def _count(connection, engine: Engine, query: str, filters: Filters) -> int:
+# -- counting -------------------------------------------------------------------------------------
+
+MAX_SAMPLE_BLOCKS = 200
+MIN_SAMPLE_BLOCK = 256
+
+
+@dataclass
+class IdSample:
+    """A systematic sample of the archive: `size` consecutive notice ids out of every `period`, from
+    `low` to `high`. Consecutive rows sit together on disk, so a block costs few page reads."""
+
+    low: int
+    high: int
+    period: int
+    size: int
+
+    @property
+    def fraction(self) -> float:
+        """The share of the id range [low, high] the blocks cover."""
+        covered = sum(min(self.size, self.high - start + 1) for start in range(self.low, self.high + 1, self.period))
+        return covered / (self.high - self.low + 1)
+
+    def restrict(self, joins: str, where: list[str], params: dict[str, Any], dialect: str, *,
+                 words: bool = False) -> tuple[str, str, list[str]]:
+        """(common table expression or "", FROM clause, conditions) of the notices `n` of a search, kept
+        to the sample. With words on SQLite one arithmetic test per match, on the FTS row, as FTS5 walks
+        its match list anyway; otherwise each block is a range seek on the notice id, driven from a
+        small table of the blocks, so only sampled notices are read at all."""
+        if joins:
+            params.update(s_low=self.low, s_period=self.period, s_size=self.size)
+            return "", f"notice n {joins}", where + ["((+f.rowid - :s_low) % :s_period) < :s_size"]
+        values = []
+        for i, start in enumerate(range(self.low, self.high + 1, self.period)):
+            params[f"s_lo_{i}"], params[f"s_hi_{i}"] = start, start + self.size - 1
+            values.append(f"(:s_lo_{i}, :s_hi_{i})")
+        cte = f"s(lo, hi) AS (VALUES {', '.join(values)})"
+        if dialect == "postgresql":
+            # LATERAL with OFFSET 0 holds PostgreSQL to one range seek per block: it cannot tell how few
+            # notices the blocks hold, and would otherwise scan every notice against every block. Without
+            # words the columns a search and its facets read are all in ix_notice_sample (migration 0004),
+            # so the sampled notices are read from that index alone.
+            columns = "n.id, n.source, n.published, n.gtin" + (", n.search_vector" if words else "")
+            return (cte, f"s CROSS JOIN LATERAL (SELECT {columns} FROM notice n WHERE n.id BETWEEN s.lo AND s.hi OFFSET 0) n",
+                    where)
+        return cte, "s CROSS JOIN notice n", where + ["n.id BETWEEN s.lo AND s.hi"]
+
+
+def id_sample(connection, fraction: float) -> IdSample | None:
+    """About `fraction` of the archive's notice ids in at most MAX_SAMPLE_BLOCKS evenly spaced blocks;
+    None for an empty archive."""
+    # Two scalar subqueries: each database answers a lone min() or max() of the key from the index's ends.
+    low, high = connection.execute(text("SELECT (SELECT min(id) FROM notice), (SELECT max(id) FROM notice)")).one()
+    if low is None:
+        return None
+    span = high - low + 1
+    fraction = min(max(fraction, 0.0), 1.0)
+    size = max(MIN_SAMPLE_BLOCK, math.ceil(span * fraction / MAX_SAMPLE_BLOCKS))
+    period = max(size, round(size / fraction)) if fraction else span
+    return IdSample(low=low, high=high, period=period, size=size)
+
+
+def sampled_where(engine: Engine, query: str, filters: Filters, sample: IdSample) -> tuple[str, str, list[str], dict[str, Any]]:
+    """(common table expression or "", FROM clause, conditions, parameters) of the notices `n` a search
+    matches, kept to `sample`. What drives the search is sampled, so the cost follows the sample's
+    matches: with words on SQLite the FTS match list; with a taxonomy filter its id list; otherwise
+    ranges of notice ids."""
+    dialect = engine.dialect.name
+    parsed = parse_query(query)
+    if not (dialect == "sqlite" and parsed.positive) and any(getattr(filters, name) for name, _ in _AXES):
+        joins, where, params, parsed = where_clause(engine, query, filters, form="in", list_sample=sample)
+        return "", f"notice n {joins}", where, params
+    # A probe per sampled notice is cheaper than building whole id lists, so "exists" here.
+    joins, where, params, parsed = where_clause(engine, query, filters, form="exists")
+    cte, from_sql, where = sample.restrict(joins, where, params, dialect, words=not parsed.empty)
+    return cte, from_sql, where, params
+
+
+def _count(connection, engine: Engine, query: str, filters: Filters, estimate_above: int | None = None) -> tuple[int, bool]:
+    """(total, approximate). With `estimate_above`, a total that a sample of about that many notices
+    puts above it is returned as that estimate (three significant figures), not counted exactly."""
     joins, where, params, _ = where_clause(engine, query, filters, form="in")
     if joins and not _needs_notice_row(filters):
-        # Every condition is on the FTS row: count there, without fetching a single notice row.
-        return connection.execute(text(f"SELECT count(*) FROM notice_fts f {where_sql(where)}"), params).scalar_one()
-    return connection.execute(text(f"SELECT count(*) FROM notice n {joins} {where_sql(where)}"), params).scalar_one()
+        # Every condition is on the FTS row: count there, without fetching a single notice row. Cheap
+        # enough to be exact at any size.
+        return connection.execute(text(f"SELECT count(*) FROM notice_fts f {where_sql(where)}"), params).scalar_one(), False
+    if estimate_above:
+        span = connection.execute(text("SELECT (SELECT max(id) FROM notice) - (SELECT min(id) FROM notice) + 1")).scalar() or 0
+        sample = id_sample(connection, estimate_above / span) if span > 2 * estimate_above else None
+        if sample is not None:
+            # Per sampled notice a probe is cheaper than building whole id lists, so "exists" here.
+            cte, from_sql, s_where, s_params = sampled_where(engine, query, filters, sample)
+            sql = f"{'WITH ' + cte if cte else ''} SELECT count(*) FROM {from_sql} {where_sql(s_where)}"
+            in_sample = connection.execute(text(sql), s_params).scalar_one()
+            estimate = in_sample / sample.fraction
+            if estimate > estimate_above:
+                return _three_figures(estimate), True
+    return connection.execute(text(f"SELECT count(*) FROM notice n {joins} {where_sql(where)}"), params).scalar_one(), False
+
+
+def _three_figures(value: float) -> int:
+    digits = max(len(str(int(value))) - 3, 0)
+    return int(round(value, -digits))
 
 
 def count_matching(engine: Engine, query: str = "", filters: Filters | None = None) -> int:
-    """How many notices the search matches (what search() reports as total)."""
+    """How many notices the search matches, counted exactly."""
     with engine.connect() as connection:
-        return _count(connection, engine, query, filters or Filters())
+        return _count(connection, engine, query, filters or Filters())[0]
 
 
 # -- snippets -------------------------------------------------------------------------------------

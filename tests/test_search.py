@@ -152,3 +152,58 @@ def test_both_ways_of_finding_a_page_give_the_same_hits_and_snippets(archive):
     pages = [search(archive, "charger", limit=1, offset=i) for i in range(whole.total)]  # small pages: walked
     assert [h.id for p in pages for h in p.hits] == [h.id for h in whole.hits]
     assert [h.snippet for p in pages for h in p.hits] == [h.snippet for h in whole.hits]
+
+
+@pytest.fixture
+def big_archive(engine):
+    """3,000 notices in a regular pattern, inserted in bulk: every other one about a charger, every third a toy."""
+    from sqlalchemy import insert
+
+    from radar.models import Notice
+
+    rows = [dict(source="eu_safety_gate_alerts", source_id=f"b{i}", url=f"https://example.org/b{i}",
+                 title=f"Notice {i}", text=("USB charger overheats" if i % 2 else "Plush toy seams open"),
+                 published=date(2020 + i % 6, 1 + i % 12, 1), content_hash=f"{i:064d}", version=1,
+                 category_labels=[], risk_labels=[], country_labels=[], labels={})
+            for i in range(3000)]
+    with engine.begin() as connection:
+        connection.execute(insert(Notice), rows)
+        ids_ = [r[0] for r in connection.exec_driver_sql("SELECT id FROM notice ORDER BY id")]
+        connection.execute(insert(Classification), [
+            dict(notice_id=nid, notice_version=1, axis="category", value="cat.toys", method="text", evidence="", pipeline_version="test")
+            for i, nid in enumerate(ids_) if i % 3 == 0])
+    return engine
+
+
+def test_large_totals_are_estimated_from_a_sample_when_asked(big_archive):
+    from radar.search import count_matching
+
+    for query, filters in (("charger", Filters(since=date(2022, 1, 1))), ("", Filters(categories=["cat.toys"])),
+                           ("-charger", Filters(categories=["cat.toys"]))):
+        exact = count_matching(big_archive, query, filters)
+        estimated = search(big_archive, query, filters, estimate_above=200)
+        assert estimated.approximate, (query, filters)
+        assert abs(estimated.total - exact) <= 0.1 * exact, (query, filters, estimated.total, exact)
+        # Without the option, or under the threshold, the total is exact.
+        assert search(big_archive, query, filters).total == exact
+        assert not search(big_archive, query, filters).approximate
+        assert (search(big_archive, query, filters, estimate_above=10_000).total, False) == (exact, False)
+
+
+def test_sampled_facet_counts_are_close_to_exact_whatever_drives_the_sample(big_archive):
+    """A sample is driven by what drives the search (the FTS match list, a filter's id list, or ranges of
+    ids); each way the scaled counts stay close to the exact ones."""
+    from radar.web.facets import facet_counts
+
+    for query, filters in (("", Filters()), ("charger", Filters()), ("", Filters(categories=["cat.toys"])),
+                           ("charger", Filters(categories=["cat.toys"], since=date(2021, 1, 1)))):
+        exact = facet_counts(big_archive, query, filters)
+        sampled = facet_counts(big_archive, query, filters, sample_above=200)
+        assert sampled.approximate and not exact.approximate
+        assert sampled.total == exact.total
+        for name in ("source", "category"):
+            want = {v.value: v.count for v in exact.values[name]}
+            got = {v.value: v.count for v in sampled.values[name]}
+            assert got.keys() == want.keys(), (query, filters, name)
+            for value, count in want.items():
+                assert abs(got[value] - count) <= 0.1 * count + 5, (query, filters, name, value, got[value], count)

@@ -57,6 +57,8 @@ class FacetsOut(BaseModel):
 class SearchOut(BaseModel):
     query: str
     total: int
+    total_approximate: bool = Field(False, description="True when the total was estimated from a sample of the archive "
+                                                      "(above the web_count_estimate_above setting), to three significant figures.")
     offset: int
     limit: int
     results: list[Hit]
@@ -239,7 +241,8 @@ def api_search(
                               since=since, until=until, gtin=gtin, sort=sort)
         SearchParams.from_pairs(params.pairs())  # the same limits as the pages
         filters = params.filters(data.market_lookup(data.taxonomy()))
-        result = run_search(request.app.state.engine, q, filters, sort=sort, limit=limit, offset=offset)
+        result = run_search(request.app.state.engine, q, filters, sort=sort, limit=limit, offset=offset,
+                            estimate_above=int(get_settings().web_count_estimate_above) or None)
         counted = None
         if facets:
             settings = get_settings()
@@ -248,7 +251,7 @@ def api_search(
                                    time_limit=int(settings.web_facet_time_limit_ms) / 1000).as_json()
     except SearchQueryError as exc:
         raise HTTPException(400, str(exc)) from None
-    return SearchOut(query=q, total=result.total, offset=offset, limit=limit,
+    return SearchOut(query=q, total=result.total, total_approximate=result.approximate, offset=offset, limit=limit,
                      results=[Hit(**h.as_json()) for h in result.hits], facets=counted)
 
 

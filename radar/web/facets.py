@@ -2,18 +2,17 @@
 policy class, year and has-GTIN value (GROUP BY over the matching notices).
 
 The matching notices are exactly radar.search's: the same where_clause, in its "in" form, which builds
-the narrowest filter's id list from the (axis, value, notice_id) index.
+the narrowest filter's id list from the (axis, value, notice_id) index (sampled: "exists", a probe
+per sampled notice).
 
 A search matching a large part of the archive would make exact facet counts cost a pass over most
-classification rows. Above ``sample_above`` matches the counts come from a systematic sample: evenly
-spaced blocks of consecutive notice ids (consecutive rows sit together on disk, so a block costs few
-page reads), scaled by total / matches in the sample, and marked approximate.
+classification rows. Above ``sample_above`` matches the counts come from radar.search's systematic
+sample of notice ids (IdSample), scaled by total / matches in the sample, and marked approximate.
 """
 
 from __future__ import annotations
 
 import logging
-import math
 import time
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -23,15 +22,13 @@ from sqlalchemy import text
 from sqlalchemy.engine import Engine
 from sqlalchemy.exc import OperationalError
 
-from radar.search import Filters, where_clause, where_sql
+from radar.search import Filters, count_matching, id_sample, sampled_where, where_clause, where_sql
 
 log = logging.getLogger(__name__)
 
 # facet name in the URL → classification axis
 AXIS_FACETS = {"market": "jurisdiction", "category": "category", "hazard": "hazard", "policy": "policy"}
 FACET_VALUES = 12  # values shown per facet; the rest are reachable by typing an id in the URL
-MAX_SAMPLE_BLOCKS = 200
-MIN_SAMPLE_BLOCK = 256
 
 
 @dataclass
@@ -60,20 +57,6 @@ class Facets:
 
 
 # -- facets ---------------------------------------------------------------------------------------
-
-
-def _sample_blocks(connection, total: int, sample_above: int) -> list[tuple[int, int]]:
-    """Evenly spaced id ranges holding about sample_above / total of the archive."""
-    # Two scalar subqueries: SQLite answers a lone min() or max() of the rowid from the b-tree's ends.
-    low, high = connection.execute(text("SELECT (SELECT min(id) FROM notice), (SELECT max(id) FROM notice)")).one()
-    if low is None:
-        return []
-    span = high - low + 1
-    fraction = min(1.0, sample_above / total)
-    block = max(MIN_SAMPLE_BLOCK, math.ceil(span * fraction / MAX_SAMPLE_BLOCKS))
-    blocks = max(1, round(span * fraction / block))
-    stride = span / blocks
-    return [(low + int(i * stride), low + int(i * stride) + block - 1) for i in range(blocks)]
 
 
 @contextmanager
@@ -108,40 +91,37 @@ def facet_counts(engine: Engine, query: str, filters: Filters | None = None, *, 
     """
     started = time.perf_counter()
     filters = filters or Filters()
-    joins, where, params, _ = where_clause(engine, query, filters, form="in")
     sqlite = engine.dialect.name == "sqlite"
     year = "substr(n.published, 1, 4)" if sqlite else "CAST(EXTRACT(YEAR FROM n.published) AS TEXT)"
     axes = ", ".join(f"'{axis}'" for axis in AXIS_FACETS.values())
     with engine.connect() as connection:
         if total is None:
-            total = connection.execute(text(f"SELECT count(*) FROM notice n {joins} {where_sql(where)}"), params).scalar_one()
-        sampled = bool(sample_above) and total > sample_above
-        if sampled:
-            blocks = _sample_blocks(connection, total, sample_above)
-            if joins:
-                # Words: FTS5 walks its match list anyway; one arithmetic test per match picks the same
-                # blocks, on the FTS row, before any notice row is read.
-                low, period, size = blocks[0][0], max(int(blocks[1][0] - blocks[0][0]) if len(blocks) > 1 else 1, 1), blocks[0][1] - blocks[0][0] + 1
-                params.update(s_low=low, s_period=max(period, size), s_size=size)
-                where = where + ["((+f.rowid - :s_low) % :s_period) < :s_size"]
-            else:
-                # No words: the ranges are rowid seeks, so only the sampled notices are read at all.
-                for i, (lo, hi) in enumerate(blocks):
-                    params[f"s_lo_{i}"], params[f"s_hi_{i}"] = lo, hi
-                where = where + ["(" + " OR ".join(f"n.id BETWEEN :s_lo_{i} AND :s_hi_{i}" for i in range(len(blocks))) + ")"]
-        # One statement, the matching notices read once (MATERIALIZED) and grouped two ways. SQLite:
-        # CROSS JOIN keeps the join order, walking the matching notices and fetching their findings by
-        # notice_id, rather than scanning every finding of an axis and probing the match set.
-        join = "CROSS JOIN" if sqlite else "JOIN"
+            total = count_matching(engine, query, filters)
+        sample = id_sample(connection, sample_above / total) if sample_above and total > sample_above else None
+        if sample:
+            cte, from_sql, where, params = sampled_where(engine, query, filters, sample)
+        else:
+            joins, where, params, _ = where_clause(engine, query, filters, form="in")
+            cte, from_sql = "", f"notice n {joins}"
+        sampled = sample is not None
+        # One statement, the matching notices read once (MATERIALIZED) and grouped two ways. Their findings
+        # are fetched per notice from the (notice_id, axis, value, role) index, never by scanning every
+        # finding of an axis and probing the match set: SQLite keeps CROSS JOIN's order; PostgreSQL is
+        # held to it by LATERAL with OFFSET 0 (it misjudges the size of a sample and would hash all findings).
+        findings = (f"classification c WHERE c.notice_id = m.id AND c.axis IN ({axes}) "
+                    f"AND (c.role IS NULL OR c.role <> 'origin')")
+        if sqlite:
+            finding_rows = f"m CROSS JOIN {findings.replace(' WHERE ', ' ON ', 1)}"
+        else:
+            finding_rows = f"m CROSS JOIN LATERAL (SELECT c.axis, c.value, c.notice_id FROM {findings} OFFSET 0) c"
         sql = (
-            f"WITH m AS MATERIALIZED (SELECT n.id, n.source, {year} AS year, "
+            f"WITH {cte + ', ' if cte else ''}m AS MATERIALIZED (SELECT n.id, n.source, {year} AS year, "
             f"CASE WHEN n.gtin IS NOT NULL AND n.gtin <> '' THEN 1 ELSE 0 END AS has_gtin "
-            f"FROM notice n {joins} {where_sql(where)}) "
+            f"FROM {from_sql} {where_sql(where)}) "
             f"SELECT 'notice' AS kind, m.source AS a, m.year AS b, m.has_gtin AS g, count(*) AS hits FROM m "
             f"GROUP BY m.source, m.year, m.has_gtin "
             f"UNION ALL "
-            f"SELECT 'finding', c.axis, c.value, 0, count(DISTINCT c.notice_id) FROM m {join} classification c "
-            f"ON c.notice_id = m.id WHERE c.axis IN ({axes}) AND (c.role IS NULL OR c.role <> 'origin') "
+            f"SELECT 'finding', c.axis, c.value, 0, count(DISTINCT c.notice_id) FROM {finding_rows} "
             f"GROUP BY c.axis, c.value"
         )
         try:

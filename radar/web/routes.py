@@ -249,10 +249,11 @@ def search_page(request: Request, user: User = Depends(require_user)):
     if error is None:
         try:
             started = time.perf_counter()
-            result = run_search(_engine(request), params.q, filters, sort=params.sort, limit=size, offset=(params.page - 1) * size)
+            result = run_search(_engine(request), params.q, filters, sort=params.sort, limit=size, offset=(params.page - 1) * size,
+                                estimate_above=int(get_settings().web_count_estimate_above) or None)
             facets = cached_facets(request, params, filters, result.total)
             context.update(
-                hits=hit_views(result.hits, tax, source_titles), total=result.total,
+                hits=hit_views(result.hits, tax, source_titles), total=result.total, total_approximate=result.approximate,
                 facets=facet_groups(params, facets, tax, source_titles), approximate=facets.approximate,
                 facets_timed_out=facets.timed_out,
                 active=active_filters(params, tax, source_titles), seconds=f"{time.perf_counter() - started:.2f}",
@@ -263,7 +264,8 @@ def search_page(request: Request, user: User = Depends(require_user)):
     pages = min(max(math.ceil(total / size), 1), 500)
     first = (params.page - 1) * size + 1
     context.update(
-        showing=f"{first:,}–{min(first + size - 1, total):,} of {total:,}" if total and first <= total else f"0 of {total:,}",
+        showing=(f"{first:,}–{min(first + size - 1, total):,} of {'about ' if context.get('total_approximate') else ''}{total:,}"
+                 if total and first <= total else f"0 of {total:,}"),
         page_number=params.page, pages=pages,
         prev_url=params.url(page=params.page - 1) if params.page > 1 else None,
         next_url=params.url(page=params.page + 1) if params.page < pages else None,
