@@ -98,3 +98,27 @@ def engine(db_url):
     from radar.db import get_engine
 
     return get_engine(db_url)
+
+
+def bulk_archive(engine, n: int) -> None:
+    """n notices in a regular pattern, inserted in bulk (for samples and estimates): every other one is
+    about a USB charger, the rest about a plush toy; every third is classified cat.toys."""
+    from datetime import date
+
+    from sqlalchemy import insert
+
+    from radar.models import Classification, Notice
+
+    rows = [dict(source="eu_safety_gate_alerts", source_id=f"b{i}", url=f"https://example.org/b{i}",
+                 title=f"Notice {i}", text=("USB charger overheats" if i % 2 else "Plush toy seams open"),
+                 published=date(2020 + i % 6, 1 + i % 12, 1), content_hash=f"{i:064d}", version=1,
+                 category_labels=[], risk_labels=[], country_labels=[], labels={})
+            for i in range(n)]
+    with engine.begin() as connection:
+        first = connection.exec_driver_sql("SELECT coalesce(max(id), 0) FROM notice").scalar()
+        connection.execute(insert(Notice), rows)
+        ids = [r[0] for r in connection.exec_driver_sql(f"SELECT id FROM notice WHERE id > {int(first)} ORDER BY id")]
+        connection.execute(insert(Classification), [
+            dict(notice_id=nid, notice_version=1, axis="category", value="cat.toys", method="text", evidence="",
+                 pipeline_version="test")
+            for i, nid in enumerate(ids) if i % 3 == 0])

@@ -156,22 +156,9 @@ def test_both_ways_of_finding_a_page_give_the_same_hits_and_snippets(archive):
 
 @pytest.fixture
 def big_archive(engine):
-    """3,000 notices in a regular pattern, inserted in bulk: every other one about a charger, every third a toy."""
-    from sqlalchemy import insert
+    from conftest import bulk_archive
 
-    from radar.models import Notice
-
-    rows = [dict(source="eu_safety_gate_alerts", source_id=f"b{i}", url=f"https://example.org/b{i}",
-                 title=f"Notice {i}", text=("USB charger overheats" if i % 2 else "Plush toy seams open"),
-                 published=date(2020 + i % 6, 1 + i % 12, 1), content_hash=f"{i:064d}", version=1,
-                 category_labels=[], risk_labels=[], country_labels=[], labels={})
-            for i in range(3000)]
-    with engine.begin() as connection:
-        connection.execute(insert(Notice), rows)
-        ids_ = [r[0] for r in connection.exec_driver_sql("SELECT id FROM notice ORDER BY id")]
-        connection.execute(insert(Classification), [
-            dict(notice_id=nid, notice_version=1, axis="category", value="cat.toys", method="text", evidence="", pipeline_version="test")
-            for i, nid in enumerate(ids_) if i % 3 == 0])
+    bulk_archive(engine, 3000)
     return engine
 
 

@@ -433,6 +433,26 @@ def test_a_page_its_total_and_the_count_agree_with_the_whole_result(app_engine):
     assert search(engine, "", Filters(categories=["cat.toys"])).total > 0  # the list exercises real matches
 
 
+def test_a_large_total_is_estimated_and_said_to_be(lite_engine, monkeypatch):
+    from conftest import bulk_archive
+
+    engine = lite_engine[0]
+    bulk_archive(engine, 3000)
+    monkeypatch.setenv("RADAR_WEB_COUNT_ESTIMATE_ABOVE", "200")
+    from radar.settings import get_settings
+
+    get_settings.cache_clear()
+    client = logged_in(engine, "vera")
+    page = client.get("/search?category=cat.toys")
+    assert page.status_code == 200 and " of about 1," in page.text
+    api = client.get("/api/search?category=cat.toys").json()
+    assert api["total_approximate"] is True and 900 <= api["total"] <= 1100
+    monkeypatch.setenv("RADAR_WEB_COUNT_ESTIMATE_ABOVE", "0")  # 0: every total exact
+    get_settings.cache_clear()
+    exact = client.get("/api/search?category=cat.toys").json()
+    assert exact["total_approximate"] is False and exact["total"] == 1000 + 2  # the seed has two toys
+
+
 def test_slow_counting_is_abandoned_at_the_time_limit(app_engine):
     from sqlalchemy.exc import OperationalError
 
