@@ -278,7 +278,8 @@ QUERIES = [
 ]
 
 
-def run_queries(engine, repeat: int, sample_above: int, time_limit: float) -> list[tuple[Query, list[float], list[float], int, int]]:
+def run_queries(engine, repeat: int, sample_above: int, time_limit: float,
+                estimate_above: int | None) -> list[tuple[Query, list[float], list[float], int, int]]:
     from radar.search import Filters
     from radar.search import search as run_search
     from radar.web.facets import facet_counts
@@ -286,20 +287,20 @@ def run_queries(engine, repeat: int, sample_above: int, time_limit: float) -> li
     out = []
     for query in QUERIES:
         filters = Filters(jurisdictions=list(query.markets), categories=list(query.categories), hazards=list(query.hazards),
-                             policies=list(query.policies), since=query.since, has_gtin=query.has_gtin)
-        run_search(engine, query.q, filters, sort=query.sort, limit=20)  # warm the page cache once
+                          policies=list(query.policies), since=query.since, has_gtin=query.has_gtin)
+        run_search(engine, query.q, filters, sort=query.sort, limit=20, estimate_above=estimate_above)  # warm the page cache once
         searches, facets = [], []
-        total = timeouts = 0
+        total, timeouts = "", 0
         for _ in range(repeat):
             t0 = time.perf_counter()
-            result = run_search(engine, query.q, filters, sort=query.sort, limit=20)
+            result = run_search(engine, query.q, filters, sort=query.sort, limit=20, estimate_above=estimate_above)
             t1 = time.perf_counter()
             counted = facet_counts(engine, query.q, filters, total=result.total, sample_above=sample_above, time_limit=time_limit)
             t2 = time.perf_counter()
             timeouts += counted.timed_out
             searches.append((t1 - t0) * 1000)
             facets.append((t2 - t1) * 1000)
-            total = result.total
+            total = f"~{result.total:,}" if result.approximate else f"{result.total:,}"
         out.append((query, searches, facets, total, timeouts))
     return out
 
@@ -321,7 +322,7 @@ def report(name: str, rows, loaded: int, load_seconds: float | None) -> dict:
         search_all += searches
         facet_all += facets
         total_all += both
-        print(f"  {query.label:<34} {total:>9,} {statistics.median(searches):>10.1f} {statistics.median(facets):>10.1f} "
+        print(f"  {query.label:<34} {total:>9} {statistics.median(searches):>10.1f} {statistics.median(facets):>10.1f} "
               f"{statistics.median(both):>9.1f}" + (f"  facets abandoned {timeouts}×" if timeouts else ""))
     summary = {
         "search": (pct(search_all, .5), pct(search_all, .95)),
@@ -344,6 +345,8 @@ def main() -> int:
     parser.add_argument("--sqlite-path", type=Path, default=None, help="SQLite file (default bench/out/search-N.db).")
     parser.add_argument("--pg-admin-url", default=PG_ADMIN, help="A PostgreSQL URL whose server may create the bench database.")
     parser.add_argument("--repeat", type=int, default=5, help="Timed runs of each query (after one warm-up).")
+    parser.add_argument("--estimate-above", type=int, default=None,
+                        help="Totals above this are estimated (default: the web_count_estimate_above setting; 0: exact).")
     parser.add_argument("--sample-above", type=int, default=None, help="Facet sampling threshold (default: the web_facet_sample_above setting).")
     parser.add_argument("--facet-time-limit-ms", type=int, default=None, help="Facet time limit (default: the web_facet_time_limit_ms setting; 0: none).")
     parser.add_argument("--reuse", action="store_true", help="Reuse an archive of the same size left by an earlier run.")
@@ -356,13 +359,15 @@ def main() -> int:
     from radar.settings import get_settings
 
     sample_above = args.sample_above if args.sample_above is not None else int(get_settings().web_facet_sample_above)
+    estimate_above = (args.estimate_above if args.estimate_above is not None else int(get_settings().web_count_estimate_above)) or None
     limit_ms = args.facet_time_limit_ms if args.facet_time_limit_ms is not None else int(get_settings().web_facet_time_limit_ms)
     time_limit = limit_ms / 1000
     wanted = [d.strip() for d in args.databases.split(",") if d.strip()]
     results = []
     OUT.mkdir(parents=True, exist_ok=True)
     abandon = f"abandoned after {limit_ms:,} ms" if limit_ms else "never abandoned"
-    print(f"{len(QUERIES)} queries × {args.repeat} runs; facets sampled above {sample_above:,} matches, {abandon}")
+    estimated = f"totals estimated above {estimate_above:,}" if estimate_above else "totals exact"
+    print(f"{len(QUERIES)} queries × {args.repeat} runs; {estimated}; facets sampled above {sample_above:,} matches, {abandon}")
     if "sqlite" in wanted:
         path = args.sqlite_path or OUT / f"search-{args.notices}.db"
         if not (args.reuse and path.exists()):
@@ -372,7 +377,7 @@ def main() -> int:
         seconds = None
         if count_notices(engine) != args.notices:
             seconds = load_sqlite(engine, args.notices)
-        results.append(report("SQLite (FTS5)", run_queries(engine, args.repeat, sample_above, time_limit), count_notices(engine), seconds))
+        results.append(report("SQLite (FTS5)", run_queries(engine, args.repeat, sample_above, time_limit, estimate_above), count_notices(engine), seconds))
     if "postgres" in wanted:
         name = f"radar_bench_{args.notices}"
         admin = create_engine(args.pg_admin_url, isolation_level="AUTOCOMMIT")
@@ -391,7 +396,7 @@ def main() -> int:
                 print(f"database {name} holds a different archive; drop it or run without --reuse", file=sys.stderr)
                 return 1
             seconds = load_postgres(engine, args.notices)
-        results.append(report("PostgreSQL (tsvector + GIN)", run_queries(engine, args.repeat, sample_above, time_limit), count_notices(engine), seconds))
+        results.append(report("PostgreSQL (tsvector + GIN)", run_queries(engine, args.repeat, sample_above, time_limit, estimate_above), count_notices(engine), seconds))
     if args.json:
         args.json.write_text(json.dumps(results, indent=2))
     return 0
