@@ -24,6 +24,16 @@ def _peak_rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
+def _reference_seconds() -> float:
+    """Seconds for a fixed pure-Python loop: how fast this core is now, so figures from a busy or slower
+    machine can be compared (about 0.5 s on an idle 2020s core)."""
+    started = time.perf_counter()
+    total = 0
+    for i in range(10_000_000):
+        total += i
+    return time.perf_counter() - started
+
+
 def _run(classifier, notices, repeat: int) -> tuple[float, float]:
     """(notices per second over ``repeat`` passes, tracemalloc peak MB of one more pass).
 
@@ -62,7 +72,8 @@ def main() -> None:
     # Warm up: build every language's pipeline and load lingua's models outside the timing.
     list(classifier.classify_many(notices[:50] + [{"title": "x", "text": "y", "language": lang}
                                                    for lang in ("en", "fr", "de", "es", "it", "nl", "pl", "pt")]))
-    print(f"pipeline {classifier.version}, language detection {'off' if args.no_detect else 'on'}")
+    print(f"pipeline {classifier.version}, language detection {'off' if args.no_detect else 'on'}; "
+          f"reference loop {_reference_seconds():.2f} s")
     print(f"peak RSS after warm-up: {_peak_rss_mb():.0f} MB")
     if notices:
         rate, peak = _run(classifier, notices, args.repeat)
@@ -82,7 +93,7 @@ def main() -> None:
         rate, peak = _run(classifier, long_notices, 1)
         print(f"synthetic {size:>9,} chars x {count:>3}: {rate:,.1f} notices/s ({rate * size / 1e6:,.1f} M chars/s), "
               f"peak traced memory {peak:.1f} MB")
-    print(f"peak RSS: {_peak_rss_mb():.0f} MB")
+    print(f"peak RSS: {_peak_rss_mb():.0f} MB; reference loop {_reference_seconds():.2f} s")
 
     if args.train and dataset.examples:
         from nlp.train import examples_from_eval, train

@@ -11,16 +11,18 @@ from spacy.matcher import PhraseMatcher
 from spacy.tokens import Doc, Span
 from spacy.util import filter_spans
 
-from nlp.taxonomy import COMPOUND_TAIL_MARK, MIN_COMPOUND_TAIL, ROLES, Taxonomy, load_cached
+from nlp.taxonomy import ROLES, Taxonomy, load_cached
+from nlp.terms import COMPOUND_TAIL_MARK, MIN_COMPOUND_TAIL, load_terms
 
 log = logging.getLogger(__name__)
 
 SUPPORTED_LANGUAGES = ("en", "fr", "de", "es", "it", "nl", "pl")
-"""Languages with their own spaCy tokenizer and their own word lists; anything else runs on "xx"."""
+"""Languages with their own spaCy tokenizer and term patterns (nlp/patterns/terms/<lang>.jsonl); anything else
+runs on "xx"."""
 FALLBACK_LANGUAGE = "xx"
 FALLBACK_TERM_LANGUAGE = "en"
-"""Words used on the "xx" pipeline: notices in other languages mostly quote products in English, and
-the union of every language's words would turn false friends (German "Boot", French "car") into hits."""
+"""Term patterns used on the "xx" pipeline: notices in other languages mostly quote products in English,
+and the union of every language's words would turn false friends (German "Boot", French "car") into hits."""
 
 HEAD_LAST_LANGUAGES = ("en", "de", "nl")
 """Languages whose noun phrases end in their head ("spice candles"): the last category word wins there."""
@@ -47,9 +49,9 @@ def doc_text(doc: Doc) -> str:
     return text
 
 
-def term_languages(lang: str) -> list[str]:
-    """The taxonomy languages whose category and hazard words a pipeline of ``lang`` matches."""
-    return [lang] if lang in SUPPORTED_LANGUAGES else [FALLBACK_TERM_LANGUAGE]
+def term_language(lang: str) -> str:
+    """The language whose term patterns (nlp/patterns/terms/<lang>.jsonl) a pipeline of ``lang`` matches."""
+    return lang if lang in SUPPORTED_LANGUAGES else FALLBACK_TERM_LANGUAGE
 
 
 def _make_docs(nlp: Language, texts: Iterable[str]) -> list[Doc]:
@@ -77,39 +79,94 @@ def english_plural(term: str) -> str | None:
     return f"{head} {plural}" if head else plural
 
 
-class TermMatcher:
-    """Marks the words of one axis (category or hazard) in ``doc.spans[SPAN_KEYS[axis]]``.
+ROMANCE_PLURALS = ("fr", "es", "it")
+"""Languages whose single-word terms get a derived regular plural (see :func:`romance_plural`)."""
 
+
+_UNACCENT = str.maketrans("áéíóú", "aeiou")
+
+
+def romance_plural(word: str, lang: str) -> str | None:
+    """The regular plural of a one-word French, Spanish or Italian term ("jouet" → "jouets", "cargador" →
+    "cargadores", "giocattolo" → "giocattoli"), or None where the rule is unsure or the word has none.
+
+    Only single words: in a phrase the plural falls on the head noun and its adjectives ("juguetes
+    magnéticos"), so phrases list their plural themselves. An irregular noun gets a wrong form no text
+    contains, which costs nothing; write its real plural as a term.
+    """
+    w = word.lower()
+    if " " in word or not word.isalpha() or len(word) < 4:
+        return None
+    if lang == "fr":
+        if w.endswith(("s", "x", "z")):
+            return None
+        if w.endswith(("eau", "au", "eu")):
+            return word + "x"
+        return word[:-1] + "ux" if w.endswith("al") else word + "s"
+    if lang == "es":
+        if w.endswith(("s", "x")):
+            return None
+        if w.endswith("z"):
+            return word[:-1] + "ces"
+        if w[-1] in "aeiouáéíóú":
+            return word + "s"
+        # "biberón" → "biberones": the stress mark goes when a syllable is added.
+        return (word[:-2] + word[-2].translate(_UNACCENT) + word[-1] if w[-2] in "áéíóú" else word) + "es"
+    if lang == "it":
+        # -co/-go and -cia/-gia go either way (giochi, medici); accented or consonant endings do not change.
+        if w.endswith(("co", "go", "cia", "gia")):
+            return None
+        if w.endswith(("ca", "ga")):
+            return word[:-1] + "he"
+        if w.endswith("io"):
+            return word[:-1]
+        if w[-1] in "oe":
+            return word[:-1] + "i"
+        if w[-1] == "a":
+            return word[:-1] + "e"
+    return None
+
+
+def plural(term: str, lang: str) -> str | None:
+    """The derived plural of a term in its language (English, French, Spanish, Italian), or None."""
+    if lang == "en":
+        return english_plural(term)
+    return romance_plural(term, lang) if lang in ROMANCE_PLURALS else None
+
+
+class TermMatcher:
+    """Marks the words of one axis (category, hazard or substance) in ``doc.spans[SPAN_KEYS[axis]]``.
+
+    The words are the term patterns of the pipeline's language (nlp/patterns/terms/<lang>.jsonl).
     Phrases match case-insensitively on whole tokens; where phrases overlap the longest wins
-    ("lithium battery" over "battery"). Words written with a leading hyphen in the taxonomy also
-    match as the tail of a closed compound ("Kinderspielzeug" for "-spielzeug").
+    ("lithium battery" over "battery"). Patterns written with a leading hyphen also match as the
+    tail of a closed compound ("Kinderspielzeug" for "-spielzeug").
     """
 
-    def __init__(self, nlp: Language, name: str, axis: str, taxonomy: Taxonomy) -> None:
+    def __init__(self, nlp: Language, name: str, axis: str, taxonomy: Taxonomy, terms_dir: str | None = None) -> None:
         if axis not in ("category", "hazard", "substance"):
             raise ValueError(f"radar_terms works on the category, hazard or substance axis, not {axis!r}")
         self.name = name
         self.axis = axis
         self.key = SPAN_KEYS[axis]
         self.matcher = PhraseMatcher(nlp.vocab, attr="LOWER")
-        languages = term_languages(nlp.lang)
+        language = term_language(nlp.lang)
+        patterns = load_terms(language, taxonomy, terms_dir).axis(axis)
         phrases: dict[str, list[str]] = {}
         tails: dict[str, str] = {}
-        entries = taxonomy.terms(axis, languages)
-        explicit = {term.lower() for _, term, _ in entries}
-        for lang, term, node_id in entries:
+        explicit = {term.lower() for term, _ in patterns.terms}
+        for term, node_id in patterns.terms:
             if term.startswith(COMPOUND_TAIL_MARK):
                 term = term[len(COMPOUND_TAIL_MARK) :]
                 tails[term.lower()] = node_id
             phrases.setdefault(node_id, []).append(term)
-            plural = english_plural(term) if lang == "en" else None
-            if plural and plural.lower() not in explicit:
-                phrases[node_id].append(plural)
+            derived = plural(term, language)
+            if derived and derived.lower() not in explicit:
+                phrases[node_id].append(derived)
         # Cue words ("fall") count only next to a cue noun ("... hazard", "risk of ...").
-        self.cue_words = {w.lower(): node_id for _, w, node_id in taxonomy.cue_words(axis, languages)}
-        nouns = taxonomy.cue_nouns(axis, languages)
-        self.cue_after = {w.lower() for w in nouns["after"]}
-        self.cue_before = [tuple(w.lower().split()) for w in nouns["before"]]
+        self.cue_words = {w.lower(): node_id for w, node_id in patterns.cues}
+        self.cue_after = {w.lower() for w in patterns.cue_after}
+        self.cue_before = [tuple(w.lower().split()) for w in patterns.cue_before]
         self.absorbing = taxonomy.absorbing(axis)
         self.lang = nlp.lang
         self.cue_matcher = PhraseMatcher(nlp.vocab, attr="LOWER")
@@ -117,16 +174,15 @@ class TermMatcher:
             self.cue_matcher.add("cue", _make_docs(nlp, sorted(self.cue_words)))
         for node_id, terms in phrases.items():
             self.matcher.add(node_id, _make_docs(nlp, dict.fromkeys(terms)))
-        stops = taxonomy.stop_terms(axis, term_languages(nlp.lang))
-        if stops:
-            self.matcher.add(STOP_LABEL, _make_docs(nlp, dict.fromkeys(stops)))
+        if patterns.stops:
+            self.matcher.add(STOP_LABEL, _make_docs(nlp, dict.fromkeys(patterns.stops)))
         self.tails = tails
         # Matching reversed tokens against reversed tails, longest first, finds the longest tail
         # with one anchored regex match per token instead of one dict probe per split point.
         self._tail_re = (
             re.compile("|".join(re.escape(t[::-1]) for t in sorted(tails, key=len, reverse=True))) if tails else None
         )
-        log.debug("%s: %d %s nodes, %d compound tails for %s", name, len(phrases), axis, len(tails), nlp.lang)
+        log.debug("%s: %d %s nodes, %d compound tails in %s", name, len(phrases), axis, len(tails), language)
 
     def __call__(self, doc: Doc) -> Doc:
         spans = [Span(doc, start, end, label=match_id) for match_id, start, end in self.matcher(doc)]
@@ -246,7 +302,7 @@ class JurisdictionMatcher:
         languages = None if lang not in SUPPORTED_LANGUAGES else [lang, FALLBACK_TERM_LANGUAGE]
         self.matcher = PhraseMatcher(nlp.vocab, attr="ORTH")
         names: dict[str, set[str]] = {}
-        for _, name_text, node_id in taxonomy.terms("jurisdiction", languages):
+        for _, name_text, node_id in taxonomy.jurisdiction_names(languages):
             names.setdefault(node_id, set()).update({name_text, name_text.upper()})
         for node_id, variants in names.items():
             self.matcher.add(node_id, _make_docs(nlp, sorted(variants)))
@@ -298,11 +354,14 @@ class JurisdictionMatcher:
 
 @Language.factory(
     "radar_terms",
-    default_config={"axis": "category", "taxonomy_dir": None},
+    default_config={"axis": "category", "taxonomy_dir": None, "terms_dir": None},
 )
-def make_radar_terms(nlp: Language, name: str, axis: str, taxonomy_dir: str | None) -> TermMatcher:
-    """Category or hazard words from config/taxonomy (``taxonomy_dir`` overrides the folder)."""
-    return TermMatcher(nlp, name, axis, load_cached(taxonomy_dir))
+def make_radar_terms(nlp: Language, name: str, axis: str, taxonomy_dir: str | None,
+                     terms_dir: str | None) -> TermMatcher:
+    """Category, hazard or substance words: the term patterns of the pipeline's language from
+    nlp/patterns/terms (``terms_dir`` overrides the folder), for the ids of config/taxonomy
+    (``taxonomy_dir`` overrides the folder)."""
+    return TermMatcher(nlp, name, axis, load_cached(taxonomy_dir), terms_dir)
 
 
 @Language.factory("radar_jurisdictions", default_config={"taxonomy_dir": None})

@@ -1,4 +1,5 @@
-"""Findings derived from other findings: the policy class, the risk score and label-vs-text disagreements.
+"""Findings derived from other findings: the policy class, the risk score, label-vs-text disagreements and
+the hazards a category implies when nothing names one.
 
 Every derived finding carries the evidence of the finding or words that triggered it, so a reviewer
 sees why a notice was called prohibited or scored 0.9.
@@ -28,6 +29,10 @@ VULNERABLE_CATEGORIES = ("cat.toys", "cat.childcare", "cat.clothing.children", "
 _DEATH = re.compile(r"\b(?:death|deaths|fatal|fatality|fatalities|died|killed|décès|mortel|Tod|Todesfall|tödlich|"
                     r"muerte|mortale|morte|dodelijk|śmierć)\b", re.IGNORECASE)
 RISK_LEVELS = ((0.85, "serious"), (0.6, "high"), (0.3, "medium"), (0.0, "low"))
+SCORE_INFERRED = 0.4
+"""Score of a hazard inferred from the category: below any hazard the text names (0.6+)."""
+INFERRED = "inferred"
+"""``role`` of a hazard finding inferred from the category (method ``rule``)."""
 
 
 def risk_level(score: float) -> str:
@@ -171,6 +176,34 @@ class Deriver:
         score = round(min(score, 1.0), 3)
         return make("risk", "risk.score", score, "rule", driver.field, driver.evidence, driver.start, driver.end,
                     risk_level(score))
+
+    # ---- hazards implied by the category -------------------------------------------------------
+
+    def inferred_hazards(self, findings: Sequence[Any], make) -> list[Any]:
+        """The category's ``typical_hazards`` (categories.yml) when no finding names a hazard: "Passenger car -
+        Corsa - Opel" is about injuries though it never says so. Method ``rule``, role ``inferred``, score
+        SCORE_INFERRED; the evidence is the category's own label or span. The categories read are the
+        source's labels if any, else those in the title, else those in the text (the most specific of a
+        lineage: "heaters" says more than "electrical")."""
+        if any(f.axis == "hazard" for f in findings):
+            return []
+        categories = [f for f in findings if f.axis == "category" and f.method in ("source_label", "text")]
+        for pick in (lambda f: f.method == "source_label", lambda f: f.field == "title", lambda f: True):
+            chosen = [f for f in categories if pick(f)]
+            if chosen:
+                break
+        else:
+            return []
+        ids = {f.value for f in chosen if f.value in self.taxonomy}
+        implied = {a for value in ids for a in self.taxonomy.ancestors(value)}
+        out: dict[str, Any] = {}
+        for f in chosen:
+            if f.value not in ids or f.value in implied:
+                continue
+            for hazard in self.taxonomy.typical_hazards(f.value):
+                out.setdefault(hazard, make("hazard", hazard, SCORE_INFERRED, "rule", f.field, f.evidence, f.start,
+                                            f.end, INFERRED))
+        return list(out.values())
 
     # ---- disagreements -----------------------------------------------------------------------
 

@@ -61,6 +61,9 @@ MIXED_MIN_LETTERS = 200
 """A second language is reported when it covers at least this share of the detected text."""
 
 
+_SENTENCE_END = re.compile(r"(?<=[.!?;])\s+|\n+")
+
+
 @dataclass(frozen=True)
 class LanguageGuess:
     """What the detector says about a text: the best language, its confidence, and any second language."""
@@ -106,16 +109,45 @@ class LanguageIdentifier:
             tops = {self._top(h) for h in halves if sum(c.isalpha() for c in h) >= MIN_DETECT_LETTERS * 3}
             mixed = best.value < 0.7 or len(tops - {None}) > 1
         if mixed:
-            parts = self._detector.detect_multiple_languages_of(sample)
+            parts = self._sentence_segments(sample)
             shares: dict[str, int] = {}
-            for part in parts:
-                lang = part.language.iso_code_639_1.name.lower()
-                shares[lang] = shares.get(lang, 0) + part.end_index - part.start_index
+            for lang, start, end in parts:
+                shares[lang] = shares.get(lang, 0) + end - start
             total = sum(shares.values()) or 1
             if sum(1 for n in shares.values() if n / total >= MIXED_SHARE) >= 2:
-                segments = tuple((p.language.iso_code_639_1.name.lower(), p.start_index, p.end_index) for p in parts)
+                segments = parts
                 code = max(shares, key=shares.__getitem__)
         return LanguageGuess(code, float(best.value), segments, letters)
+
+    def _sentence_segments(self, sample: str) -> tuple[tuple[str, int, int], ...]:
+        """(language, start, end) runs of sentences in one language, covering the sample end to end.
+
+        Sentence by sentence rather than lingua's own mixed-language pass, which in low-accuracy mode cuts
+        a bilingual notice into a dozen pieces of five languages ("risk of electric shock" read as Danish).
+        A sentence too short to judge joins the run before it (or after it, at the start).
+        """
+        runs: list[list] = []
+        pending_start = 0
+        for match in _SENTENCE_END.finditer(sample + "\n"):
+            start, end = pending_start, match.end()
+            piece = sample[start:end]
+            if sum(c.isalpha() for c in piece) < MIN_DETECT_LETTERS:
+                continue  # too short: carried into the next sentence
+            pending_start = end
+            lang = self._top(piece)
+            if lang is None:
+                continue
+            if runs and runs[-1][0] == lang:
+                runs[-1][2] = end
+            else:
+                runs.append([lang, start, end])
+        if not runs:
+            return ()
+        runs[0][1] = 0
+        runs[-1][2] = len(sample)
+        for before, after in zip(runs, runs[1:]):
+            after[1] = before[2]
+        return tuple((lang, start, end) for lang, start, end in runs)
 
     def _top(self, text: str) -> str | None:
         found = self._detector.detect_language_of(text)

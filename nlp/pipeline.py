@@ -3,6 +3,8 @@ with the label or span behind it."""
 
 from __future__ import annotations
 
+import dataclasses
+import hashlib
 import logging
 import re
 from collections import Counter, defaultdict
@@ -18,15 +20,16 @@ from spacy.util import compile_infix_regex
 
 from nlp import components as _components  # noqa: F401 - importing registers the radar_* factories
 from nlp import extract as _extract  # noqa: F401 - registers the extraction factories
-from nlp.components import FALLBACK_LANGUAGE, SPAN_KEYS, SUPPORTED_LANGUAGES
+from nlp.components import FALLBACK_LANGUAGE, SPAN_KEYS, SUPPORTED_LANGUAGES, term_language
 from nlp.derive import Deriver
 from nlp.extract import (EXTRACT_KEYS, EXTRACTORS, MIXED_SHARE, OVERRIDE_CONFIDENCE, gtin_valid, language_identifier,
                          normalize_gtin, parse_date_span)
 from nlp.taxonomy import Taxonomy, load_cached
+from nlp.terms import fingerprint as terms_fingerprint
 
 log = logging.getLogger(__name__)
 
-PIPELINE_VERSION = "0.2.0"
+PIPELINE_VERSION = "0.3.0"
 """Bumped when the code's behaviour changes; :attr:`Classifier.version` adds the taxonomy's fingerprint."""
 
 MAX_CHARS = 100_000
@@ -118,8 +121,9 @@ def pipeline_language(language: str | None) -> str:
     return FALLBACK_LANGUAGE
 
 
-def build_nlp(lang: str, taxonomy_dir: Path | str | None = None) -> Language:
-    """A blank spaCy pipeline for ``lang`` with the radar components (no downloaded model needed)."""
+def build_nlp(lang: str, taxonomy_dir: Path | str | None = None, terms_dir: Path | str | None = None) -> Language:
+    """A blank spaCy pipeline for ``lang`` with the radar components (no downloaded model needed); the
+    taxonomy from ``taxonomy_dir`` and the term patterns from ``terms_dir`` (defaults: the bundled ones)."""
     nlp = spacy.blank(lang)
     # Split hyphenated words in every language ("USB-Ladegerät", "e-cigarette"): German and Dutch keep
     # them whole by default, which would hide "Ladegerät" from the matcher. Patterns are tokenized by
@@ -128,11 +132,12 @@ def build_nlp(lang: str, taxonomy_dir: Path | str | None = None) -> Language:
     infixes = list(nlp.Defaults.infixes or []) + [r"(?<=[^\W_])[-\u2010\u2013](?=[^\W\d_])", r"[<>]"]
     nlp.tokenizer.infix_finditer = compile_infix_regex(infixes).finditer
     directory = str(taxonomy_dir) if taxonomy_dir is not None else None
-    nlp.add_pipe("radar_terms", name="radar_categories", config={"axis": "category", "taxonomy_dir": directory})
-    nlp.add_pipe("radar_terms", name="radar_hazards", config={"axis": "hazard", "taxonomy_dir": directory})
+    terms = {"taxonomy_dir": directory, "terms_dir": str(terms_dir) if terms_dir is not None else None}
+    nlp.add_pipe("radar_terms", name="radar_categories", config={"axis": "category", **terms})
+    nlp.add_pipe("radar_terms", name="radar_hazards", config={"axis": "hazard", **terms})
     nlp.add_pipe("radar_jurisdictions", config={"taxonomy_dir": directory})
     if "substance" in load_cached(taxonomy_dir).axes:
-        nlp.add_pipe("radar_terms", name="radar_substances", config={"axis": "substance", "taxonomy_dir": directory})
+        nlp.add_pipe("radar_terms", name="radar_substances", config={"axis": "substance", **terms})
         nlp.add_pipe("radar_substance_amounts")
     nlp.add_pipe("radar_regulators", config={"taxonomy_dir": directory})
     for factory in EXTRACTORS[1:]:
@@ -166,6 +171,9 @@ class _Prepared:
     source: str = ""
     labels: Any = None
     dayfirst: bool = True
+    others: dict[str, list[tuple[int, int, bool]]] = dataclasses.field(default_factory=dict)
+    """Mixed-language notices: each other pipeline language → (start, end, own) ranges of ``joined`` to read
+    with its patterns; ``own`` when detected as that language (not a fragment too short to count)."""
 
 
 PRODUCT_FIELDS = (("brand", "brand"), ("model", "identifier"), ("batch", "identifier"), ("gtin", "identifier"))
@@ -181,8 +189,10 @@ class Classifier:
     """
 
     def __init__(self, taxonomy: Taxonomy, *, max_chars: int = MAX_CHARS, detect_language: bool = True,
-                 model: Any = None) -> None:
+                 model: Any = None, terms_dir: Path | str | None = None) -> None:
         self.taxonomy = taxonomy
+        self.terms_dir = terms_dir
+        """Folder of the term patterns (nlp/patterns/terms/<lang>.jsonl by default)."""
         self.max_chars = max_chars
         self.unmapped: Counter[tuple[str, str, str]] = Counter()
         """(source, axis, label) → how many notices sent that label without a crosswalk mapping."""
@@ -198,9 +208,11 @@ class Classifier:
 
     @classmethod
     def load(cls, taxonomy_dir: Path | str | None = None, *, max_chars: int = MAX_CHARS,
-             detect_language: bool = True, model_dir: Path | str | None = None) -> Classifier:
-        """The classifier on the taxonomy in ``taxonomy_dir`` (default: the bundled one); ``model_dir`` (default:
-        the ``nlp_model_dir`` setting, empty for none) adds a model trained by ``radar nlp train``."""
+             detect_language: bool = True, model_dir: Path | str | None = None,
+             terms_dir: Path | str | None = None) -> Classifier:
+        """The classifier on the taxonomy in ``taxonomy_dir`` and the term patterns in ``terms_dir`` (defaults:
+        the bundled ones); ``model_dir`` (default: the ``nlp_model_dir`` setting, empty for none) adds a
+        model trained by ``radar nlp train``."""
         if model_dir is None:
             model_dir = _setting("nlp_model_dir", "")
         model = None
@@ -208,7 +220,8 @@ class Classifier:
             from nlp.train import ModelPredictor
 
             model = ModelPredictor.load(model_dir)
-        return cls(load_cached(taxonomy_dir), max_chars=max_chars, detect_language=detect_language, model=model)
+        return cls(load_cached(taxonomy_dir), max_chars=max_chars, detect_language=detect_language, model=model,
+                   terms_dir=terms_dir)
 
     def note(self, kind: str, detail: str, message: str, *args: Any) -> None:
         """Counts a bad-input note; the first of each kind is logged (at INFO) with its explanation."""
@@ -218,14 +231,16 @@ class Classifier:
 
     @property
     def version(self) -> str:
-        """What classified a notice: code version plus taxonomy fingerprint (+m when a model is used)."""
-        return f"{PIPELINE_VERSION}+tax.{self.taxonomy.fingerprint[:12]}" + ("+m" if self.model is not None else "")
+        """What classified a notice: code version plus a fingerprint of the taxonomy and the term patterns
+        (+m when a model is used)."""
+        data = hashlib.sha256((self.taxonomy.fingerprint + terms_fingerprint(self.terms_dir)).encode()).hexdigest()
+        return f"{PIPELINE_VERSION}+tax.{data[:12]}" + ("+m" if self.model is not None else "")
 
     def nlp(self, language: str | None) -> Language:
         """The (cached) pipeline for a notice language."""
         lang = pipeline_language(language)
         if lang not in self._nlps:
-            self._nlps[lang] = build_nlp(lang, self.taxonomy.directory)
+            self._nlps[lang] = build_nlp(lang, self.taxonomy.directory, self.terms_dir)
         return self._nlps[lang]
 
     # ---- public ------------------------------------------------------------------------------
@@ -266,22 +281,26 @@ class Classifier:
                           "as is: tags split words, evidence offsets still point into the raw field)", source, name)
         findings = self._label_findings(notice, str(source))
         findings += self._field_findings(notice)
-        lang, language_findings = self._language(_get(notice, "language"), title, text, str(source))
+        lang, language_findings, others = self._language(_get(notice, "language"), title, text, str(source))
         findings += language_findings
         publisher = self.taxonomy.publisher_for_source(str(source))
         juris = self.taxonomy.publishers[publisher].jurisdiction if publisher else None
         dayfirst = not (juris or "").startswith(("juris.us", "juris.ca"))
         return _Prepared(lang, title, text, title + TITLE_SEPARATOR + text, findings, str(source),
-                         _get(notice, "labels"), dayfirst)
+                         _get(notice, "labels"), dayfirst, others)
 
-    def _language(self, declared: Any, title: str, text: str, source: str) -> tuple[str, list[Finding]]:
-        """The pipeline language and the language findings: the declared one, confirmed or overridden by detection."""
+    def _language(self, declared: Any, title: str, text: str,
+                  source: str) -> tuple[str, list[Finding], dict[str, list[tuple[int, int, bool]]]]:
+        """The pipeline language, the language findings (the declared one, confirmed or overridden by detection)
+        and, for a mixed-language notice, the other languages' ranges (see :meth:`_language_ranges`)."""
         declared_code = (str(declared).strip().lower().replace("_", "-").split("-")[0] if declared else "") or None
         out: list[Finding] = []
         if declared_code:
             out.append(Finding("language", declared_code, SCORE_SOURCE_LABEL, "source_label", "language", str(declared),
                                role="declared"))
         chosen = declared_code
+        segments: tuple[tuple[str, int, int], ...] = ()
+        field = "text"
         if self.detect_language:
             field, body = ("text", text) if sum(c.isalpha() for c in text[:400]) >= 40 else ("title", title)
             guess = language_identifier().detect(body if field == "text" else title + " " + text)
@@ -299,6 +318,7 @@ class Classifier:
                     chosen, role = guess.code, "override"
                 out.append(Finding("language", guess.code, round(guess.confidence, 3), "text", field, excerpt, 0,
                                    len(excerpt), role))
+                segments = guess.segments
                 if guess.segments:
                     total = sum(e - s for _, s, e in guess.segments) or 1
                     share = {c: sum(e - s for c2, s, e in guess.segments if c2 == c) / total for c, _, _ in guess.segments}
@@ -314,16 +334,49 @@ class Classifier:
                         if piece:
                             out.append(Finding("language", code, round(share[code], 3), "text", where, piece, start,
                                                start + len(piece), "secondary"))
-                    self.note("mixed_language", "+".join(sorted({c for c, _, _ in guess.segments})),
-                              "a %s notice mixes languages (%s); classified with the %r word lists, the other "
-                              "language is recorded as a secondary language finding", source,
-                              ", ".join(sorted({c for c, _, _ in guess.segments})), guess.code)
         lang = pipeline_language(chosen)
         if chosen and lang == FALLBACK_LANGUAGE:
-            self.note("unsupported_language", chosen, "no word lists for language %r (a %s notice): classified with "
-                      "English words and every country name; add terms for it in config/taxonomy to do better",
-                      chosen, source)
-        return lang, out
+            self.note("unsupported_language", chosen, "no term patterns for language %r (a %s notice): classified with "
+                      "English words and every country name; add nlp/patterns/terms/%s.jsonl to do better",
+                      chosen, source, chosen)
+        others = self._language_ranges(lang, segments, field, title, text) if segments else {}
+        if segments:
+            codes = sorted({c for c, _, _ in segments})
+            self.note("mixed_language", "+".join(codes), "a %s notice mixes languages (%s); read with the %r "
+                      "patterns throughout and with those of %s where the text is written in it", source,
+                      ", ".join(codes), lang, ", ".join(sorted(others)) or "no other supported language")
+        return lang, out, others
+
+    @staticmethod
+    def _language_ranges(lang: str, segments: tuple[tuple[str, int, int], ...], field: str, title: str,
+                         text: str) -> dict[str, list[tuple[int, int, bool]]]:
+        """Each other pipeline language with at least MIXED_SHARE of the detected sample → (start, end, own)
+        ranges of the joined title and text written in it (own) or in a language too small to count (not
+        own). The last segment runs to the end of the text, past the detected sample: a bilingual notice
+        writes its languages one after the other."""
+        total = sum(e - s for _, s, e in segments) or 1
+        share: Counter[str] = Counter()
+        for code, start, end in segments:
+            share[code] += (end - start) / total
+        major = {code for code, value in share.items() if value >= MIXED_SHARE}
+        mine = term_language(lang)
+        wanted = {pipeline_language(c) for c in major if pipeline_language(c) != FALLBACK_LANGUAGE} - {lang}
+        wanted = {c for c in wanted if term_language(c) != mine}
+        if not wanted:
+            return {}
+        base = len(title) + len(TITLE_SEPARATOR)
+        last = max(end for _, _, end in segments)
+
+        def joined(offset: int) -> int:
+            # The sample is the text, or "title text" for a short text.
+            if field == "text":
+                return base + offset
+            return offset if offset <= len(title) else base + offset - len(title) - 1
+
+        total_length = base + len(text)
+        return {code: [(joined(start), total_length if end >= last else joined(end), c in major)
+                       for c, start, end in segments if pipeline_language(c) == code or c not in major]
+                for code in sorted(wanted)}
 
     def _field_findings(self, notice: Any) -> list[Finding]:
         """The source's own product fields (brand, model, batch, GTIN) and dates, as findings."""
@@ -429,14 +482,38 @@ class Classifier:
             for value in hit[1]:
                 yield hit[0], value, part
 
+    def _topic_spans(self, item: _Prepared, doc: Any) -> dict[str, list[Any]]:
+        """The spans of each topic axis (``SPAN_KEYS``). In a mixed-language notice each language's patterns
+        read the parts written in it: the pipeline language's everywhere but in the other languages' own
+        ranges (French "car" is no car), each other language's in its ranges (a span overlapping one
+        already found is left out)."""
+        if not item.others:
+            return {key: list(doc.spans.get(key, ())) for key in SPAN_KEYS.values()}
+
+        def inside(span: Any, ranges: Iterable[tuple[int, int, bool]]) -> bool:
+            return any(a <= span.start_char and span.end_char <= b for a, b, _ in ranges)
+
+        foreign = [r for ranges in item.others.values() for r in ranges if r[2]]
+        spans = {key: [s for s in doc.spans.get(key, ()) if not inside(s, foreign)] for key in SPAN_KEYS.values()}
+        for lang, ranges in item.others.items():
+            other = self.nlp(lang)(item.joined)
+            for key in SPAN_KEYS.values():
+                taken = [(s.start_char, s.end_char) for s in spans[key]]
+                extra = [s for s in other.spans.get(key, ()) if inside(s, ranges)
+                         and not any(s.start_char < b and a < s.end_char for a, b in taken)]
+                if extra:
+                    spans[key] = sorted(spans[key] + extra, key=lambda s: s.start_char)
+        return spans
+
     def _finish(self, item: _Prepared, doc: Any) -> list[Finding]:
         findings = list(item.findings)
         text_offset = len(item.title) + len(TITLE_SEPARATOR)
+        spans_of = self._topic_spans(item, doc)
         for axis, key in SPAN_KEYS.items():
             if axis == "substance":
                 continue  # with amounts, in _extracted
             grouped: dict[tuple[str, str, str | None], list[Any]] = {}
-            for span in doc.spans.get(key, ()):
+            for span in spans_of[key]:
                 in_title = span.start_char < len(item.title)
                 role = span._.radar_role if axis == "jurisdiction" else None
                 grouped.setdefault((span.label_, "title" if in_title else "text", role), []).append(span)
@@ -460,7 +537,7 @@ class Classifier:
                         role,
                     )
                 )
-        findings += self._extracted(item, doc, text_offset)
+        findings += self._extracted(item, doc, text_offset, spans_of[SPAN_KEYS["substance"]])
         findings = _dedupe(self._drop_text_ancestors(findings))
         if self.model is not None:
             covered = {f.axis for f in findings if f.axis in ("category", "hazard") and f.method in ("source_label", "text")}
@@ -468,13 +545,13 @@ class Classifier:
                 findings += [f for f in self.model.findings(item.title, item.text, Finding) if f.axis not in covered]
         return findings + self._derived(item, findings)
 
-    def _extracted(self, item: _Prepared, doc: Any, text_offset: int) -> list[Finding]:
-        """Findings of the extraction components: one per (axis, value, role), first span as evidence."""
+    def _extracted(self, item: _Prepared, doc: Any, text_offset: int, substances: list[Any]) -> list[Finding]:
+        """Findings of the substance and extraction spans: one per (axis, value, role), first span as evidence."""
         out: list[Finding] = []
-        keys = [("substance", SPAN_KEYS["substance"]), *EXTRACT_KEYS.items()]
-        for axis, key in keys:
+        groups = [("substance", substances), *((axis, doc.spans.get(key, ())) for axis, key in EXTRACT_KEYS.items())]
+        for axis, spans in groups:
             seen: set[tuple[str, str | None]] = set()
-            for span in doc.spans.get(key, ()):
+            for span in spans:
                 value, role = span.label_, span._.radar_role
                 if axis == "date":
                     value = parse_date_span(span.label_, item.dayfirst)
@@ -500,19 +577,28 @@ class Classifier:
         if risk is not None:
             out.append(risk)
         out += self._deriver.disagreements(findings, Finding)
+        # Last, so that a hazard the notice does not state moves neither its policy class nor its risk score.
+        out += self._deriver.inferred_hazards(findings, Finding)
         return out
 
     def _drop_text_ancestors(self, findings: list[Finding]) -> list[Finding]:
         """Text findings of a node whose descendant was also found in the text say less; drop them.
 
-        "All-Terrain Vehicles ... vehicle" is cat.vehicles.offroad, not also cat.vehicles. Source
-        labels are kept as the publisher gave them.
+        "All-Terrain Vehicles ... vehicle" is cat.vehicles.offroad, not also cat.vehicles. A word in the
+        body does not erase one in the title, though: "Passenger van" in the title stays a vehicle when the
+        body mentions a "car" in passing. Source labels are kept as the publisher gave them.
         """
-        found = {(f.axis, f.value) for f in findings if f.method == "text" and f.axis in ("category", "hazard", "substance")}
-        implied = {(axis, a) for axis, value in found for a in self.taxonomy.ancestors(value)}
-        if not implied:
+        axes = ("category", "hazard", "substance")
+        implied: dict[str, set[tuple[str, str]]] = {"title": set(), "text": set()}
+        for f in findings:
+            if f.method == "text" and f.axis in axes and f.field in implied:
+                ancestors = {(f.axis, a) for a in self.taxonomy.ancestors(f.value)}
+                implied["text"] |= ancestors
+                if f.field == "title":
+                    implied["title"] |= ancestors
+        if not implied["text"]:
             return findings
-        return [f for f in findings if not (f.method == "text" and (f.axis, f.value) in implied)]
+        return [f for f in findings if not (f.method == "text" and (f.axis, f.value) in implied.get(f.field, ()))]
 
 
 def _dedupe(findings: list[Finding]) -> list[Finding]:

@@ -1,4 +1,5 @@
-"""The taxonomy: dotted ids, words per language and source-label crosswalks, loaded from config/taxonomy/."""
+"""The taxonomy: dotted ids, names and source-label crosswalks, loaded from config/taxonomy/ (the words for
+the text matchers are term patterns: see nlp/terms.py)."""
 
 from __future__ import annotations
 
@@ -38,12 +39,6 @@ ROLES = ("notified_by", "origin", "sold_in", "publisher")
 
 ID_PATTERN = re.compile(r"^[a-z][a-z0-9]*(\.[a-z0-9][a-z0-9_]*)+$")
 PUBLISHER_KEY_PATTERN = re.compile(r"^[a-z][a-z0-9_]*$")
-
-# A term written with a leading hyphen ("-spielzeug") also matches as the tail of a closed compound
-# ("Kinderspielzeug"); German and Dutch glue words together and a phrase matcher cannot see inside them.
-COMPOUND_TAIL_MARK = "-"
-MIN_COMPOUND_TAIL = 4
-
 
 def normalize_label(label: str) -> str:
     """The form crosswalk labels are compared in: NFKC, casefolded, one space, no trailing dot or comma."""
@@ -184,57 +179,30 @@ class Node(_Strict):
         return self.id.count(".")
 
 
-class TermNode(Node):
-    terms: dict[str, list[str]] = Field(default_factory=dict)
-    """Language code → words and phrases that signal this node in text (matched case-insensitively).
-    A single word written with a leading hyphen ("-spielzeug") also matches as a compound's tail."""
-    cue_words: dict[str, list[str]] = Field(default_factory=dict)
-    """Language code → words that signal this node only beside one of the axis's ``cue_nouns``:
-    "fall" in "Due to Fall and Entrapment Hazards" or "risk of fall", never "fall within"."""
-
-    @field_validator("cue_words")
-    @classmethod
-    def _cue_languages(cls, value: dict[str, list[str]]) -> dict[str, list[str]]:
-        return _check_languages(value, "cue_words")
-
-    @field_validator("terms")
-    @classmethod
-    def _term_languages(cls, value: dict[str, list[str]]) -> dict[str, list[str]]:
-        _check_languages(value, "terms")
-        for lang, terms in value.items():
-            for term in terms:
-                if not isinstance(term, str) or not term.strip():
-                    raise ValueError(f"terms.{lang} holds an empty term; remove it")
-                if term.startswith(COMPOUND_TAIL_MARK):
-                    word = term[len(COMPOUND_TAIL_MARK) :]
-                    if len(word) < MIN_COMPOUND_TAIL or not word.isalpha():
-                        raise ValueError(
-                            f"terms.{lang}: compound tail {term!r} must be one word of at least "
-                            f"{MIN_COMPOUND_TAIL} letters after the leading hyphen"
-                        )
-        return value
-
-
-class CategoryNode(TermNode):
+class CategoryNode(Node):
     axis: ClassVar[str] = "category"
     google_product_ids: list[int] = Field(default_factory=list)
     """Google Product Taxonomy ids this category covers (the 2021-09-21 en-US list)."""
     absorbs: int = Field(default=0, ge=0, le=5)
     """A word of this node swallows other categories' words up to this many tokens after it:
     "Toy Police Cars" is a toy, not a car (the toy word modifies the product that follows)."""
+    typical_hazards: list[str] = Field(default_factory=list)
+    """Hazard ids a notice about this category is inferred to have when its text names no hazard (domain
+    knowledge: motor vehicles → injuries, cosmetics → chemical); the nodes below inherit them unless they
+    name their own. An inference, not a reading: it scores lower and its evidence is the category's span."""
 
 
-class HazardNode(TermNode):
+class HazardNode(Node):
     axis: ClassVar[str] = "hazard"
     risk: float = Field(default=0.5, ge=0.0, le=1.0)
     """How bad the typical harm is, 0..1 (death or lasting injury near 1, a compliance defect near 0):
     the starting point of a notice's risk score when this hazard is found."""
 
 
-class SubstanceNode(TermNode):
+class SubstanceNode(Node):
     axis: ClassVar[str] = "substance"
     cas: list[str] = Field(default_factory=list)
-    """CAS registry numbers ("7439-92-1"); matched in text too."""
+    """CAS registry numbers ("7439-92-1")."""
     hazard: str = "hazard.chemical"
     """The hazard id a finding of this substance implies."""
     banned: bool = False
@@ -362,7 +330,9 @@ NODE_MODELS: dict[str, type[Node]] = {
 PREFIXES = {"category": "cat", "hazard": "hazard", "jurisdiction": "juris", "policy": "policy", "severity": "severity",
             "substance": "substance"}
 TERM_AXES = ("category", "hazard", "substance")
-"""Axes whose nodes carry words per language (TermNode)."""
+"""Axes whose words per language are term patterns (nlp/patterns/terms/<lang>.jsonl, see nlp/terms.py)."""
+MOVED_FIELDS = frozenset({"terms", "cue_words", "stop_terms", "cue_nouns"})
+"""Fields that once held words in the taxonomy YAML and now live in the term pattern files."""
 
 
 class AxisFile(_Strict):
@@ -372,9 +342,6 @@ class AxisFile(_Strict):
     """The first segment every id in this file starts with (cat, hazard, juris, policy, severity)."""
     ignore: dict[str, list[str]] = Field(default_factory=dict)
     """Publisher key → labels that mean "no value" ("Unknown", "Other"): neither mapped nor counted."""
-    stop_terms: dict[str, list[str]] = Field(default_factory=dict)
-    """Language → phrases that contain a term but do not signal it ("suction cup", "no injuries"):
-    a term inside a stop phrase is not a finding."""
     label_keys: list[str] = Field(default_factory=list)
     """Keys of a notice's ``labels`` whose values are this axis's labels (Safety Gate's risk_level)."""
     role_cues: dict[str, dict[str, list[str]]] = Field(default_factory=dict)
@@ -383,25 +350,12 @@ class AxisFile(_Strict):
     """Jurisdictions only: language → articles allowed between a cue and the name ("made in the")."""
     label_roles: dict[str, str] = Field(default_factory=dict)
     """Jurisdictions only: key in a notice's ``labels`` → the role of the countries it holds."""
-    cue_nouns: dict[str, dict[Literal["before", "after"], list[str]]] = Field(default_factory=dict)
-    """Language → words that turn a node's ``cue_words`` into a finding: ``after`` them ("fall hazard",
-    "fall and burn hazards") or ``before`` them ("risk of fall", "risque de chute")."""
     nodes: dict[str, dict[str, Any]]
-
-    @field_validator("cue_nouns")
-    @classmethod
-    def _cue_noun_languages(cls, value: dict[str, Any]) -> dict[str, Any]:
-        return _check_languages(value, "cue_nouns")
 
     @field_validator("ignore")
     @classmethod
     def _ignore_keys(cls, value: dict[str, list[str]]) -> dict[str, list[str]]:
         return _check_publishers(value)
-
-    @field_validator("stop_terms")
-    @classmethod
-    def _stop_languages(cls, value: dict[str, list[str]]) -> dict[str, list[str]]:
-        return _check_languages(value, "stop_terms")
 
     @field_validator("role_cues")
     @classmethod
@@ -473,7 +427,10 @@ def _format_validation(path: Path, exc: ValidationError, node_id: str | None = N
         # Union members show up in the location ("str", "Contains"); they say nothing to the editor.
         loc = [part for part in loc if part not in ("str", "Contains", "Regex", "function-after[_compiles(), Regex]")]
         where = ".".join(loc)
-        if err["type"] == "extra_forbidden":
+        if err["type"] == "extra_forbidden" and loc and loc[-1] in MOVED_FIELDS:
+            problems.append(f"field {where!r}: words are term patterns now, one JSON line each in "
+                            'nlp/patterns/terms/<lang>.jsonl ({"label": ..., "pattern": ..., "id": ...}); move them there')
+        elif err["type"] == "extra_forbidden":
             problems.append(f"unknown field {where!r} (a typo? remove or rename it)")
         elif err["type"] == "missing":
             problems.append(f"missing required field {where!r}")
@@ -489,7 +446,7 @@ def _format_validation(path: Path, exc: ValidationError, node_id: str | None = N
 
 
 class Taxonomy:
-    """Every axis's nodes, their words per language and the crosswalks from each publisher's labels."""
+    """Every axis's nodes and the crosswalks from each publisher's labels."""
 
     def __init__(
         self,
@@ -567,7 +524,7 @@ class Taxonomy:
                 if body is None:
                     body = {}
                 if not isinstance(body, dict):
-                    raise ConfigError(f"{path}: node {node_id!r} must be a mapping (label:, terms:, ...)")
+                    raise ConfigError(f"{path}: node {node_id!r} must be a mapping (label:, crosswalk:, ...)")
                 try:
                     nodes[node_id] = model.model_validate({**body, "id": node_id})
                 except ValidationError as exc:
@@ -627,28 +584,15 @@ class Taxonomy:
                     f"{directory / PUBLISHERS_FILE}: publisher {publisher.key!r} names jurisdiction "
                     f"{publisher.jurisdiction!r}, which jurisdictions.yml does not define"
                 )
-        # A language's matcher holds all of that language's words of an axis, so one word may not
-        # mean two nodes there: the finding would depend on file order.
-        for axis in TERM_AXES:
-            seen: dict[tuple[str, str], str] = {}
-            for node in nodes.values():
-                if node.axis != axis:
-                    continue
-                assert isinstance(node, TermNode)
-                for lang, terms in [*node.terms.items(), *node.cue_words.items()]:
-                    for term in terms:
-                        key = (lang, normalize_label(term.removeprefix(COMPOUND_TAIL_MARK)))
-                        other = seen.setdefault(key, node.id)
-                        if other != node.id:
-                            raise ConfigError(
-                                f"{origin[node.id]}: term {term!r} ({lang}) of {node.id!r} is also a term of "
-                                f"{other!r}; a word may signal one node per language, so keep it on the "
-                                "more specific node and remove it from the other"
-                            )
         for node in nodes.values():
             if isinstance(node, SubstanceNode) and node.hazard not in nodes:
                 raise ConfigError(f"{origin[node.id]}: substance {node.id!r} names hazard {node.hazard!r}, "
                                   "which hazards.yml does not define")
+            if isinstance(node, CategoryNode):
+                for ref in node.typical_hazards:
+                    if not isinstance(nodes.get(ref), HazardNode):
+                        raise ConfigError(f"{origin[node.id]}: category {node.id!r} names typical hazard {ref!r}, "
+                                          "which is not a hazard id of hazards.yml; fix the id or add the node")
             if isinstance(node, PolicyNode):
                 for i, rule in enumerate(node.derive):
                     for ref in [*rule.categories, *rule.hazards, *(s for s in rule.substances if s != "banned")]:
@@ -825,29 +769,11 @@ class Taxonomy:
             for p in patterns:
                 yield axis, publisher, f"{p.kind}:{p.needle}", p.target
 
-    # ---- words for the text matchers ----------------------------------------------------------
+    # ---- for the text matchers and the derived findings -------------------------------------
 
     def absorbing(self, axis: str) -> dict[str, int]:
         """Node id → how many tokens after its words other nodes' words are swallowed (``absorbs``)."""
         return {n.id: n.absorbs for n in self._by_axis.get(axis, []) if getattr(n, "absorbs", 0)}
-
-    def cue_words(self, axis: str, languages: Iterable[str] | None = None) -> list[tuple[str, str, str]]:
-        """(language, word, id) for the axis's cue words (see ``TermNode.cue_words``)."""
-        wanted = None if languages is None else set(languages)
-        return [(lang, word, node.id) for node in self._by_axis.get(axis, []) if isinstance(node, TermNode)
-                for lang, words in node.cue_words.items() if wanted is None or lang in wanted for word in words]
-
-    def cue_nouns(self, axis: str, languages: Iterable[str] | None = None) -> dict[str, list[str]]:
-        """{"before": [...], "after": [...]} cue nouns of the axis for these languages."""
-        file = self._files.get(axis)
-        out: dict[str, list[str]] = {"before": [], "after": []}
-        if file is None:
-            return out
-        for lang, sides in file.cue_nouns.items():
-            if languages is None or lang in languages:
-                for side, words in sides.items():
-                    out[side].extend(words)
-        return out
 
     def regulators(self) -> Iterator[tuple[str, str, Regulator]]:
         """(regulator id, jurisdiction id, regulator) for every regulator in jurisdictions.yml.
@@ -863,19 +789,13 @@ class Taxonomy:
                                   .decode().lower()).strip("_")
                     yield f"reg.{node.id.removeprefix('juris.')}.{slug}", node.id, regulator
 
-    def terms(self, axis: str, languages: Iterable[str] | None = None) -> list[tuple[str, str, str]]:
-        """(language, term, id) for the axis's text terms; ``languages=None`` means every language.
-
-        For jurisdictions these are the names and aliases (aliases under every language).
-        """
+    def jurisdiction_names(self, languages: Iterable[str] | None = None) -> list[tuple[str, str, str]]:
+        """(language, name, id) for the jurisdiction names and aliases worth looking for in text, in these
+        languages (``None``: every language); aliases are written alike everywhere and come with language ""."""
         wanted = None if languages is None else set(languages)
         out: list[tuple[str, str, str]] = []
-        for node in self._by_axis.get(axis, []):
-            if isinstance(node, TermNode):
-                for lang, terms in node.terms.items():
-                    if wanted is None or lang in wanted:
-                        out.extend((lang, term, node.id) for term in terms)
-            elif isinstance(node, JurisdictionNode):
+        for node in self._by_axis.get("jurisdiction", []):
+            if isinstance(node, JurisdictionNode):
                 skip = {normalize_label(n) for n in node.not_in_text}
                 for lang, name in node.all_names():
                     if normalize_label(name) in skip:
@@ -884,12 +804,13 @@ class Taxonomy:
                         out.append((lang or "", name, node.id))
         return out
 
-    def stop_terms(self, axis: str, languages: Iterable[str] | None = None) -> list[str]:
-        """The axis's stop phrases for these languages (all languages for None)."""
-        file = self._files.get(axis)
-        if file is None:
-            return []
-        return [t for lang, terms in file.stop_terms.items() if languages is None or lang in languages for t in terms]
+    def typical_hazards(self, category: str) -> list[str]:
+        """The hazards inferred for a category: its own ``typical_hazards``, else its nearest ancestor's."""
+        for node_id in (category, *self.ancestors(category)):
+            node = self._nodes[node_id]
+            if isinstance(node, CategoryNode) and node.typical_hazards:
+                return list(node.typical_hazards)
+        return []
 
     def label_keys(self, axis: str) -> list[str]:
         """Keys of a notice's ``labels`` holding labels of this axis (see each file's ``label_keys``)."""

@@ -207,7 +207,8 @@ class ModelPredictor:
 def compare(holdout: Sequence[TrainExample], model: ModelPredictor, rules: Callable[[Sequence[TrainExample]], list],
             taxonomy: Any) -> dict[str, Any]:
     """Held-out micro/macro F1 (top level) of the rules, the model, and the rules with the model filling
-    the axes where the rules found nothing, on the same notices."""
+    the axes where the rules found nothing, on the same notices; for hazards also the rules with the
+    hazards they infer from the category (``hazard_inferred``: the classifier's own answer to the gap)."""
     from nlp.eval import score_axis
 
     model_pred = model.predict_ids([ex.text for ex in holdout])
@@ -219,8 +220,11 @@ def compare(holdout: Sequence[TrainExample], model: ModelPredictor, rules: Calla
         prefix = "cat." if axis == "category" else "hazard."
         gold = [[(label,) for label in sorted(ex.labels) if label.startswith(prefix)] for ex in holdout]
         row = {}
-        for name, preds in (("rules", rule_pred), ("model", model_pred), ("rules+model", hybrid)):
-            score = score_axis(taxonomy, axis, "top", [(g, set(p.get(axis, set()))) for g, p in zip(gold, preds)])
+        runs = [("rules", rule_pred, axis), ("model", model_pred, axis), ("rules+model", hybrid, axis)]
+        if axis == "hazard":
+            runs.append(("rules+inferred", rule_pred, "hazard_inferred"))
+        for name, preds, key in runs:
+            score = score_axis(taxonomy, axis, "top", [(g, set(p.get(key, set()))) for g, p in zip(gold, preds)])
             row[name] = {"notices": score.notices, "f1": round(score.micro.f1, 4), "macro_f1": round(score.macro_f1, 4)}
         out[axis] = row
     return out

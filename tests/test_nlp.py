@@ -246,8 +246,10 @@ def test_empty_html_and_odd_notices_do_not_crash(classifier):
     assert {"cat.toys", "cat.electrical.chargers"} <= set(found(findings, "category"))
     assert "hazard.electric_shock" in found(findings, "hazard")
     # Any object or mapping with some of the attributes; None and non-string values are tolerated.
+    # The category's typical hazard is inferred (method rule, role inferred) since the text names none.
     assert topics(classifier.classify(SimpleNamespace(title="Toys", text=None))) == [
-        Finding("category", "cat.toys", 0.8, "text", "title", "Toys", 0, 4)
+        Finding("category", "cat.toys", 0.8, "text", "title", "Toys", 0, 4),
+        Finding("hazard", "hazard.choking", 0.4, "rule", "title", "Toys", 0, 4, "inferred"),
     ]
     assert found(classifier.classify({"title": "Toys", "language": "en", "category_labels": "Toys",
                                       "source": "uk_opss_alerts", "labels": None}), "category")
@@ -258,7 +260,7 @@ def test_long_text_is_truncated_not_an_error(classifier):
     text = "harmless words " * (MAX_CHARS // 10) + " electric shock"
     item = notice(language="en", title="Lamp", text=text)
     findings = classifier.classify(item)
-    assert "hazard.electric_shock" not in found(findings, "hazard")
+    assert "hazard.electric_shock" not in found(findings, "hazard", "text")
     assert "cat.lighting" in found(findings, "category")
 
 

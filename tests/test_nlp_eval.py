@@ -8,8 +8,8 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
-from nlp.eval import (DATASETS, Example, check_floors, evaluate, findings_to_prediction, format_table, load_examples,
-                      load_floors, rules_predictor, score_axis)
+from nlp.eval import (DATASETS, Example, check_floors, evaluate, findings_to_prediction, format_table, is_heldout,
+                      load_examples, load_floors, rules_predictor, score_axis)
 from nlp.pipeline import Classifier, Finding
 from nlp.taxonomy import load_cached
 from radar.errors import ConfigError
@@ -83,6 +83,35 @@ def test_prediction_reads_text_findings_only_title_first():
     assert pred["category"] == {"cat.vehicles.cars"}  # the label is not a prediction; the title wins
     assert pred["hazard"] == {"hazard.fire"}
     assert pred["country"] == {"juris.cn"}
+
+
+def test_inferred_hazards_are_scored_apart_from_the_ones_read():
+    findings = [
+        Finding("category", "cat.vehicles", 0.8, "text", "title", "Passenger car", 0, 13),
+        Finding("hazard", "hazard.injuries", 0.4, "rule", "title", "Passenger car", 0, 13, "inferred"),
+    ]
+    pred = findings_to_prediction(findings)
+    assert "hazard" not in pred and pred["hazard_inferred"] == {"hazard.injuries"}
+    read = findings_to_prediction([Finding("hazard", "hazard.fire", 0.6, "text", "text", "fire", 0, 4)])
+    assert read["hazard"] == read["hazard_inferred"] == {"hazard.fire"}
+
+
+def test_hazard_inferred_is_scored_against_the_hazard_labels(taxonomy):
+    examples = [Example("cpsc", str(i), {"title": "Car", "text": ""}, {"hazard": [("hazard.injuries",)]})
+                for i in range(2)]
+    predictions = [{"hazard_inferred": {"hazard.injuries"}}, {"hazard": {"hazard.fire"}}]
+    report = evaluate(examples, lambda ex: predictions, taxonomy)
+    assert report.metric("cpsc", "hazard", "recall") == 0.0
+    # A predictor without the axis (a trained model) is scored on what it predicts as hazards.
+    assert report.metric("cpsc", "hazard_inferred", "precision") == 0.5
+
+
+def test_the_held_out_fifth_is_fixed_and_keeps_both_exports_of_an_alert_together():
+    made = [Example("cpsc", str(n), {}) for n in range(1000)]
+    held = [e for e in made if is_heldout(e)]
+    assert 150 <= len(held) <= 250 and held == [e for e in made if is_heldout(e)]
+    assert is_heldout(Example("safety_gate", "A12/0042/22@42f2ca7", {})) == is_heldout(
+        Example("safety_gate", "A12/0042/22@f363684", {}))
 
 
 def test_evaluate_never_shows_the_labels_to_the_predictor(taxonomy):
@@ -176,6 +205,7 @@ def test_train_tiny_model_and_compare(tmp_path, classifier):
     assert set(result.labels) == {"cat.toys", "cat.electrical"}
     assert result.train_size == 18 and result.holdout_size == 6
     assert set(result.comparison["category"]) == {"rules", "model", "rules+model"}
+    assert set(result.comparison["hazard"]) == {"rules", "model", "rules+model", "rules+inferred"}
     model = ModelPredictor.load(tmp_path / "model")
     assert model.predict_ids(["a plush toy for children"])[0]["category"] == {"cat.toys"}
     # The classifier uses the model only where the rules found nothing, with the title as evidence.

@@ -206,7 +206,7 @@ prefix: cat
 nodes:
   cat.toys:
     label: Toys
-    terms: {en: [toy, toys]}
+    google_product_ids: [1239]
     crosswalk:
       safety_gate: [Toys]
   cat.toys.magnetic:
@@ -235,8 +235,8 @@ def test_minimal_directory_loads(tmp_path):
 
 
 def test_typo_in_a_field_names_file_node_and_field(tmp_path):
-    message = _error(tmp_path, {"categories.yml": MINIMAL_CATEGORIES.replace("terms:", "trems:")})
-    assert "categories.yml" in message and "cat.toys" in message and "trems" in message
+    message = _error(tmp_path, {"categories.yml": MINIMAL_CATEGORIES.replace("google_product_ids:", "google_product_idz:")})
+    assert "categories.yml" in message and "cat.toys" in message and "google_product_idz" in message
     assert "unknown field" in message
 
 
@@ -272,8 +272,16 @@ def test_malformed_id(tmp_path):
 
 
 def test_unknown_language_code(tmp_path):
-    message = _error(tmp_path, {"categories.yml": MINIMAL_CATEGORIES.replace("{en:", "{ger:")})
-    assert "categories.yml" in message and "cat.toys" in message and "'ger'" in message and "ISO 639-1" in message
+    jurisdictions = """
+    axis: jurisdiction
+    prefix: juris
+    nodes:
+      juris.de:
+        label: Germany
+        names: {ger: Deutschland}
+    """
+    message = _error(tmp_path, {"jurisdictions.yml": jurisdictions})
+    assert "jurisdictions.yml" in message and "juris.de" in message and "'ger'" in message and "ISO 639-1" in message
 
 
 def test_unknown_publisher_in_a_crosswalk(tmp_path):
@@ -287,10 +295,21 @@ def test_bad_regex(tmp_path):
     assert "categories.yml" in message and "cat.toys" in message and "does not compile" in message
 
 
-def test_a_word_may_signal_one_node_per_language(tmp_path):
-    body = MINIMAL_CATEGORIES + "    terms: {en: [toys]}\n"
+def test_words_in_the_yaml_say_where_they_live_now(tmp_path):
+    body = MINIMAL_CATEGORIES + "    terms: {en: [magnet toy]}\n"
     message = _error(tmp_path, {"categories.yml": body})
-    assert "categories.yml" in message and "'toys'" in message and "cat.toys.magnetic" in message
+    assert "categories.yml" in message and "cat.toys.magnetic" in message and "nlp/patterns/terms/<lang>.jsonl" in message
+
+
+def test_typical_hazards_must_be_hazard_ids(tmp_path):
+    hazards = "axis: hazard\nprefix: hazard\nnodes:\n  hazard.choking:\n    label: Choking\n"
+    body = MINIMAL_CATEGORIES + "    typical_hazards: [hazard.choking]\n"
+    taxonomy = Taxonomy.load(_write(tmp_path, {"categories.yml": body, "hazards.yml": hazards}))
+    assert taxonomy.typical_hazards("cat.toys.magnetic") == ["hazard.choking"]
+    assert taxonomy.typical_hazards("cat.toys") == []
+    message = _error(tmp_path, {"categories.yml": body.replace("[hazard.choking]", "[hazard.chocking]"),
+                                "hazards.yml": hazards})
+    assert "categories.yml" in message and "cat.toys.magnetic" in message and "'hazard.chocking'" in message
 
 
 def test_not_yaml_at_all(tmp_path):
