@@ -41,7 +41,7 @@ from sqlmodel import Session, select
 
 from radar.errors import ConfigError, RadarError
 from radar.models import (
-    Classification, DigestDelivery, ImpactEstimate, Incident, IncidentMember, Notice, Proposal, SavedSearch,
+    SIDE_ROLES, Classification, DigestDelivery, ImpactEstimate, Incident, IncidentMember, Notice, Proposal, SavedSearch,
     Signal, SourceRun, Subscription, User, utcnow,
 )
 from radar.settings import REPO_ROOT, get_settings
@@ -538,14 +538,14 @@ def load_archive(engine: Engine, week: str) -> WeekArchive:
                        Classification.role)
                 .join(Notice, Notice.id == Classification.notice_id)
                 .where(*window, Classification.axis.in_(AXES))):
-            if notice_id in in_window:
+            if notice_id in in_window and role not in SIDE_ROLES:  # not a market, or not a named hazard
                 findings[notice_id].append((axis, value, score, role))
         facts = []
         for notice_id, index in in_window.items():
             rows = findings.get(notice_id, ())
             facts.append(_Facts(
                 notice_id, index,
-                tuple(sorted({v for a, v, _, r in rows if a == "jurisdiction" and r != "origin"})),
+                tuple(sorted({v for a, v, _, _ in rows if a == "jurisdiction"})),
                 tuple(sorted({v for a, v, _, _ in rows if a == "category"})),
             ))
         this_week = sorted(f.id for f in facts if f.week == n_weeks - 1)
@@ -613,7 +613,7 @@ def _load_entries(session: Session, ids: list[int], findings, attributions, base
                 link=f"{base_url}/notices/{notice_id}", original_url=original,
                 original_host=urlsplit(original).hostname or "" if original else "",
                 published=published, published_label=_day_label(published), severity=severity, severity_why=why,
-                markets=tuple(sorted({v for a, v, _, r in rows_for if a == "jurisdiction" and r != "origin"})),
+                markets=tuple(sorted({v for a, v, _, _ in rows_for if a == "jurisdiction"})),
                 categories=tuple(sorted({v for a, v, _, _ in rows_for if a == "category"})),
                 hazards=hazards, hazard_labels=", ".join(label_for(h, taxonomy) for h in hazards[:4]),
             )

@@ -62,7 +62,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlmodel import Session
 
 from radar.errors import ConfigError, RadarError
-from radar.models import Classification, Notice, Proposal, Signal, utcnow
+from radar.models import SIDE_ROLES, Classification, Notice, Proposal, Signal, utcnow
 
 log = logging.getLogger(__name__)
 
@@ -145,10 +145,11 @@ class CategoryInfo:
 
 
 def category_info(taxonomy_dir: Path | None = None) -> dict[str, CategoryInfo]:
-    """Labels and terms of the category taxonomy, read straight from categories.yml (empty when absent).
+    """Labels of the category taxonomy (categories.yml) and their words in each language (the term
+    patterns in nlp/patterns/terms/<lang>.jsonl); empty when the taxonomy is unavailable.
 
-    Read directly rather than through the full taxonomy loader so that drafting still works while
-    another axis file is incomplete; compound tails ("-spielzeug") become open-start phrases
+    Labels are read straight from the YAML, so drafting still works while another axis file is broken
+    (the words then stay out, with a log line); compound tails ("-spielzeug") become open-start phrases
     ("*spielzeug"), the matcher's way of saying the same.
     """
     from radar.settings import get_settings
@@ -160,14 +161,19 @@ def category_info(taxonomy_dir: Path | None = None) -> dict[str, CategoryInfo]:
     except (OSError, yaml.YAMLError) as exc:
         log.info("category taxonomy %s unavailable (%s); drafted rules use evidence words only", path, exc)
         return {}
-    out = {}
-    for node_id, body in (data.get("nodes") or {}).items():
-        if not isinstance(body, dict):
-            continue
-        terms = {}
-        for lang, words in (body.get("terms") or {}).items():
-            terms[str(lang)] = [("*" + w[1:]) if isinstance(w, str) and w.startswith("-") else str(w) for w in words or []]
-        out[str(node_id)] = CategoryInfo(str(body.get("label") or node_id), terms)
+    out = {str(node_id): CategoryInfo(str(body.get("label") or node_id), {})
+           for node_id, body in (data.get("nodes") or {}).items() if isinstance(body, dict)}
+    try:
+        from nlp.taxonomy import load_cached
+        from nlp.terms import languages, load_terms
+
+        taxonomy = load_cached(directory)
+        for lang in languages():
+            for node_id, words in load_terms(lang, taxonomy).node_terms("category").items():
+                if node_id in out:
+                    out[node_id].terms[lang] = [("*" + w[1:]) if w.startswith("-") else w for w in words]
+    except RadarError as exc:
+        log.info("category words unavailable (%s); drafted rules use evidence words only", exc)
     return out
 
 
@@ -227,7 +233,7 @@ def _load_facts(session: Session, notice_ids: Sequence[int], kinds: dict[str, st
             f = facts.get(notice_id)
             if f is None:
                 continue
-            if axis == "jurisdiction" and role == "origin":
+            if role in SIDE_ROLES:  # not a market, or not a hazard the notice names
                 continue
             if all(v != value for v, _ in classes[notice_id][axis]):
                 classes[notice_id][axis].append((value, score or 0.0))

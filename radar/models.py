@@ -97,6 +97,19 @@ class NoticeVersion(SQLModel, table=True):
     seen_at: datetime = Field(default_factory=utcnow)
 
 
+SIDE_ROLES = ("origin", "inferred")
+"""Finding roles that do not put a notice under their value where notices are filtered, counted,
+scored or drafted from: a country a product only comes from (origin) is not a market it was flagged
+in, and a hazard inferred from the product category (inferred) is a likely hazard, not what the notice
+says. The notice page shows both, labelled."""
+
+
+def counted_role_sql(alias: str = "c") -> str:
+    """SQL: the finding `alias` has no side role (see SIDE_ROLES)."""
+    roles = ", ".join(f"'{r}'" for r in SIDE_ROLES)
+    return f"({alias}.role IS NULL OR {alias}.role NOT IN ({roles}))"
+
+
 class Classification(SQLModel, table=True):
     """One finding of the NLP stage about one notice version, with the evidence that justified it."""
 

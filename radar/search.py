@@ -18,6 +18,7 @@ from sqlalchemy import text
 from sqlalchemy.engine import Engine
 
 from radar.errors import SearchQueryError
+from radar.models import counted_role_sql
 
 MARK_START, MARK_END = "\x02", "\x03"  # snippet highlight markers; each front end renders them its own way
 _WORD = re.compile(r"[^\W_]+", re.UNICODE)
@@ -163,8 +164,9 @@ def _axis_clause(axis: str, values: list[str], params: dict[str, Any], form: str
     and an index on (axis, value) answers it with one seek. On PostgreSQL the column has the "C"
     collation (migration 0004), so the range means bytes there too, whatever the database's collation.
     """
-    # A country a product only comes from is not a market it was flagged in.
-    role = " AND (c.role IS NULL OR c.role <> 'origin')" if axis == "jurisdiction" else ""
+    # A country a product only comes from is not a market it was flagged in, nor is an inferred hazard one
+    # the notice names (SIDE_ROLES).
+    role = f" AND {counted_role_sql('c')}"
     ors = []
     for i, value in enumerate(values):
         key = f"f_{axis}_{i}"
@@ -510,7 +512,7 @@ def _attach_findings(connection, hits: list[SearchHit]) -> None:
         text(
             "SELECT DISTINCT notice_id, axis, value FROM classification WHERE notice_id IN ("
             + ", ".join(f":id_{i}" for i in range(len(hits)))
-            + ") AND (role IS NULL OR role <> 'origin') ORDER BY notice_id, axis, value"
+            + f") AND {counted_role_sql('classification')} ORDER BY notice_id, axis, value"
         ),
         params,
     ).all()

@@ -8,8 +8,8 @@ kind, scope and period, so computing a week again updates the same rows instead 
 incident (see :mod:`radar.incidents`) and counts once, in the week of its earliest notice. A notice
 linked to no other is an incident of its own. An incident counts in every cell (category × hazard ×
 jurisdiction) its notices were classified into; categories also count in their parent category
-(``cat.toys.magnetic`` in ``cat.toys``), origin countries are not markets and do not count. For the
-signal week, a cell with count *k* is compared with the *B* weeks before it (``signal_baseline_weeks``,
+(``cat.toys.magnetic`` in ``cat.toys``); origin countries (not markets) and hazards inferred from the
+category (not named by the notice) do not count. For the signal week, a cell with count *k* is compared with the *B* weeks before it (``signal_baseline_weeks``,
 12) holding *n* incidents in total: the expected weekly rate is λ = (n + 1) / B — the one added so a cell
 never seen before is not infinitely surprising — and the cell **spikes when P(X ≥ k) < 0.01 for X ~
 Poisson(λ) and k ≥ 3** (``signal_spike_p``, ``signal_spike_min_count``). The one-sided Poisson tail
@@ -51,7 +51,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlmodel import Session
 
 from radar.errors import RadarError
-from radar.models import Classification, Incident, IncidentMember, Notice, Signal
+from radar.models import SIDE_ROLES, Classification, Incident, IncidentMember, Notice, Signal
 
 log = logging.getLogger(__name__)
 
@@ -149,7 +149,7 @@ def _notice_day(published, updated, first_seen) -> date | None:
 
 
 def _load_classes(session: Session, notice_ids: Iterable[int]) -> dict[int, dict[str, list[tuple[str, float]]]]:
-    """notice id → axis → [(value, score)], origin countries left out (they are not markets)."""
+    """notice id → axis → [(value, score)], side roles left out (SIDE_ROLES: origin countries, inferred hazards)."""
     out: dict[int, dict[str, list[tuple[str, float]]]] = defaultdict(lambda: defaultdict(list))
     ids = sorted(set(notice_ids))
     for start in range(0, len(ids), 500):
@@ -160,7 +160,7 @@ def _load_classes(session: Session, notice_ids: Iterable[int]) -> dict[int, dict
             .where(Classification.notice_id.in_(chunk), Classification.axis.in_(AXES))
         )
         for notice_id, axis, value, score, role in rows:
-            if axis == "jurisdiction" and role == "origin":
+            if role in SIDE_ROLES:  # not a market, or not a hazard the notice names
                 continue
             values = out[notice_id][axis]
             if all(v != value for v, _ in values):

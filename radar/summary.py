@@ -8,7 +8,7 @@ from sqlalchemy import func, text
 from sqlalchemy.engine import Engine
 from sqlmodel import Session, select
 
-from radar.models import Notice, SourceRun
+from radar.models import Notice, SourceRun, counted_role_sql
 
 
 @dataclass
@@ -22,7 +22,7 @@ class Summary:
 def _axis_counts(session: Session, axis: str, depth: int) -> list[tuple[str, int]]:
     """Notices per taxonomy id cut to `depth` dotted parts (cat.toys.magnetic → cat.toys at depth 2)."""
     rows = session.connection().execute(
-        text("SELECT DISTINCT notice_id, value FROM classification WHERE axis = :axis AND (role IS NULL OR role <> 'origin')"),
+        text(f"SELECT DISTINCT notice_id, value FROM classification WHERE axis = :axis AND {counted_role_sql('classification')}"),
         {"axis": axis},
     ).all()
     seen: set[tuple[int, str]] = set()

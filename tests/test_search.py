@@ -23,7 +23,7 @@ NOTICES = [
     ("n4", "Doll with phthalates", "The doll contains DEHP (0.5 % by weight). <script>alert(1)</script> is not code here.", None,
      [("jurisdiction", "juris.eu.pl", "notified_by"), ("category", "cat.toys", None), ("hazard", "hazard.chemical", None)]),
     ("n5", "Charger cable from Germany", "Made in Germany; no charger fault found.", date(2022, 6, 1),
-     [("jurisdiction", "juris.eu.de", "origin"), ("category", "cat.electrical", None)]),
+     [("jurisdiction", "juris.eu.de", "origin"), ("category", "cat.electrical", None), ("hazard", "hazard.electric_shock", "inferred")]),
 ]
 
 
@@ -60,6 +60,9 @@ def test_market_category_and_since_filters(archive):
     assert ids(search(archive, "charger", Filters(since=date(2024, 1, 1)))) == ["n1"]
     assert ids(search(archive, "", Filters(hazards=["hazard.choking"]))) == ["n3"]
     assert ids(search(archive, "", Filters(sources=["us_cpsc_recalls"]))) == ["n1", "n3", "n5"]
+    # A hazard inferred from the category is not one the notice names: n5 is not an electric-shock notice.
+    assert ids(search(archive, "", Filters(hazards=["hazard.electric_shock"]))) == ["n2"]
+    assert all("hazard.electric_shock" not in h.hazards for h in search(archive, "cable").hits)
 
 
 def test_phrases_exclusions_and_relevance(archive):

@@ -36,7 +36,7 @@ def _add(engine, source: str, sid: str, title: str, classes=(), **fields) -> int
 
 
 MAGNETS = [("category", "cat.toys.magnetic"), ("hazard", "hazard.ingestion"), ("jurisdiction", "juris.eu.de"),
-           ("jurisdiction", "juris.cn", "origin")]
+           ("jurisdiction", "juris.cn", "origin"), ("hazard", "hazard.choking", "inferred")]
 
 
 def _history(engine, weeks: int = 12, per_week: int = 0, classes=MAGNETS) -> None:
@@ -106,6 +106,7 @@ def test_spike_fires_on_a_real_spike_with_reasons_and_is_idempotent(engine):
     # The parent category rests on the same incidents: not reported twice. Origin countries are not markets.
     assert ("cat.toys", "hazard.ingestion", "juris.eu.de") not in spikes
     assert all(s.jurisdiction != "juris.cn" for s in result.spikes)
+    assert all(s.hazard != "hazard.choking" for s in result.spikes)  # inferred from the category, not named
     rows = _signal_rows(engine)
     again = compute_signals(engine, WEEK)
     assert _signal_rows(engine) == rows and again.created == 0

@@ -22,6 +22,7 @@ from sqlalchemy import text
 from sqlalchemy.engine import Engine
 from sqlalchemy.exc import OperationalError
 
+from radar.models import counted_role_sql
 from radar.search import Filters, count_matching, id_sample, sampled_where, where_clause, where_sql
 
 log = logging.getLogger(__name__)
@@ -109,7 +110,7 @@ def facet_counts(engine: Engine, query: str, filters: Filters | None = None, *, 
         # finding of an axis and probing the match set: SQLite keeps CROSS JOIN's order; PostgreSQL is
         # held to it by LATERAL with OFFSET 0 (it misjudges the size of a sample and would hash all findings).
         findings = (f"classification c WHERE c.notice_id = m.id AND c.axis IN ({axes}) "
-                    f"AND (c.role IS NULL OR c.role <> 'origin')")
+                    f"AND {counted_role_sql('c')}")
         if sqlite:
             finding_rows = f"m CROSS JOIN {findings.replace(' WHERE ', ' ON ', 1)}"
         else:
