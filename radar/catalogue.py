@@ -19,7 +19,9 @@ seller         optional  seller id or name, used for the top-sellers figure
 Formats, chosen by file suffix (``.gz`` allowed for the text formats) or ``format=``:
 
 - ``.csv`` / ``.tsv`` / ``.txt``: a header row; the delimiter is the one of ``, ; TAB |`` that occurs
-  most often in the header (European spreadsheet exports use ``;``).
+  most often in the header (European spreadsheet exports use ``;``). pyarrow's multi-threaded reader
+  reads it, every column as text; from a row it cannot take (another width than the header, bytes that
+  are not UTF-8) the csv module reads on, padding short rows; UTF-16 files are read by the csv module.
 - ``.jsonl`` / ``.ndjson`` / ``.json``: one JSON object per line (a ``.json`` file holding one array is
   read whole).
 - ``.parquet`` / ``.pq``: read by pyarrow in record batches, only the needed columns.
@@ -28,7 +30,8 @@ Formats, chosen by file suffix (``.gz`` allowed for the text formats) or ``forma
 Text files are decoded as UTF-8; a line that is not valid UTF-8 is decoded byte-wise as cp1252 (latin-1
 for the five bytes cp1252 leaves undefined) and counted, with one warning per file naming it. Rows
 arrive in :class:`ListingChunk` column lists of ``chunk_size`` rows, so a 10-million-row catalogue
-never holds more than one chunk in memory; iterating a :class:`Catalogue` again reads it again.
+never holds more than one chunk (and one pyarrow batch) in memory; iterating a :class:`Catalogue` again
+reads it again.
 """
 
 from __future__ import annotations
@@ -39,12 +42,15 @@ import gzip
 import io
 import json
 import logging
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections import deque
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, fields
 from itertools import chain, compress, islice
 from operator import attrgetter, itemgetter
 from pathlib import Path
 from typing import Any
+
+import numpy as np
 
 from radar.errors import RadarError
 from radar.matcher import normalise_market
@@ -52,10 +58,13 @@ from radar.matcher import normalise_market
 log = logging.getLogger(__name__)
 
 REQUIRED = ("id", "title", "market")
+# Columns whose values repeat from row to row: pyarrow readers dictionary-encode them (see _pylist).
+_REPEATED = ("market", "category", "brand", "seller")
 OPTIONAL = ("description", "category", "brand", "seller")
 COLUMNS = REQUIRED + OPTIONAL
 DEFAULT_CHUNK = 10_000
 _BLOCK = 1 << 20
+_ARROW_BLOCK = 1 << 22  # bytes of CSV per pyarrow batch
 
 # Descriptions scraped from product pages can exceed csv's default 128 KiB field limit.
 csv.field_size_limit(1 << 26)
@@ -91,7 +100,7 @@ class Listing:
 
 @dataclass(slots=True)
 class ListingChunk:
-    """Up to ``chunk_size`` listings as parallel column lists; optional columns are None when absent."""
+    """Up to ``chunk_size`` listings as parallel column lists; optional columns are None when absent (or empty in every row)."""
 
     id: list[str]
     title: list[str]
@@ -133,20 +142,41 @@ class _MarketCodes(dict):
     """Memo of raw market value → normalised code; catalogues repeat a handful of values."""
 
     def __missing__(self, key: Any) -> str:
-        value = self[key] = normalise_market(key)
+        value = self[key] = normalise_market(key)  # None reads as ""
         return value
 
 
 def _texts(values: list[Any]) -> list[str | None]:
     """Values as stripped text, None for empty or missing."""
+    if isinstance(values, _Cleaned):
+        return values
     try:
-        return [v or None for v in map(str.strip, values)]
+        # str.strip and the membership tests run in C; only a column with empty values takes a Python pass.
+        texts = list(map(str.strip, values))
+        return [v or None for v in texts] if "" in texts else texts
     except TypeError:
         pass
+    try:
+        distinct = set(values)
+    except TypeError:  # unhashable values (JSON lists)
+        return [_text(v) for v in values]
+    if len(distinct) * 4 <= len(values) and all(v is None or type(v) is str for v in distinct):
+        # Text with gaps whose values repeat (categories, brands): clean each distinct value once. Only for
+        # text: numbers that compare equal (1, 1.0, True) would share one cleaned value.
+        cleaned = {v: _text(v) for v in distinct}
+        return list(map(cleaned.__getitem__, values))
     try:  # text with gaps (None), the usual optional column
         return [(v.strip() or None) if v is not None else None for v in values]
     except AttributeError:  # numbers and other types
         return [_text(v) for v in values]
+
+
+def _optional_texts(values: list[Any]) -> list[str | None] | None:
+    """An optional column as :func:`_texts`, or None when no row has a value (as if the column were absent)."""
+    if values.count(None) == len(values):
+        return None
+    texts = _texts(values)
+    return None if texts.count(None) == len(texts) else texts
 
 
 def _ids(values: list[Any]) -> list[str]:
@@ -242,17 +272,18 @@ class Catalogue:
         if self.format == "records":
             return len(self._records or ())
         if self.format == "parquet":
-            import pyarrow.parquet as pq
-
-            return pq.ParquetFile(self.source).metadata.num_rows
+            return self._parquet_file().metadata.num_rows
         if self.format == "sql":
-            from sqlalchemy import create_engine, func, select
+            from sqlalchemy import func, select
+            from sqlalchemy.exc import SQLAlchemyError
 
-            engine = create_engine(str(self.source))
+            engine = self._sql_engine()
             try:
                 table = self._sql_table(engine)
                 with engine.connect() as connection:
                     return int(connection.execute(select(func.count()).select_from(table)).scalar_one())
+            except SQLAlchemyError as exc:
+                raise RadarError(f"{self.name}: counting the table failed ({exc.__class__.__name__}: {exc})") from None
             finally:
                 engine.dispose()
         return None
@@ -300,14 +331,14 @@ class Catalogue:
         n = len(titles)
         stats.rows_read += n
         if "market" in raw:
-            market_values = [markets[m] if m is not None else "" for m in raw["market"]]
+            market_values = raw["market"] if isinstance(raw["market"], _Cleaned) else list(map(markets.__getitem__, raw["market"]))
             if self.default_market:
                 market_values = [m or self.default_market for m in market_values]
         else:
             market_values = [self.default_market or ""] * n
         columns: dict[str, list[Any] | None] = {"id": _ids(raw["id"]), "title": titles, "market": market_values}
         for name in OPTIONAL:
-            columns[name] = _texts(raw[name]) if name in wanted and name in raw else None
+            columns[name] = _optional_texts(raw[name]) if name in wanted and name in raw else None
         if None in titles or "" in market_values:
             keep = [t is not None and m != "" for t, m in zip(titles, market_values)]
             stats.empty_titles += titles.count(None)
@@ -401,7 +432,8 @@ class Catalogue:
                 out.append(line.decode("utf-8", errors="radar_cp1252_fallback"))
         return "".join(out)
 
-    def _read_csv(self, wanted: set[str], stats: CatalogueStats) -> Iterator[dict[str, list[Any]]]:
+    def _csv_reader(self, stats: CatalogueStats) -> tuple[Iterator[list[str]], list[str], str]:
+        """A csv.reader positioned after the header row, the header and the delimiter."""
         lines = self._lines(stats)
         first = next(lines, None)
         if first is None:
@@ -410,15 +442,88 @@ class Catalogue:
         if str(self.source).lower().removesuffix(".gz").endswith(".tsv") and not self.delimiter:
             delimiter = "\t"
         reader = csv.reader(chain((first,), lines), delimiter=delimiter)
-        header = next(reader)
+        return reader, next(reader), delimiter
+
+    def _read_csv(self, wanted: set[str], stats: CatalogueStats) -> Iterator[dict[str, list[Any]]]:
+        import pyarrow as pa
+
+        fast = not self._utf16()  # pyarrow reads UTF-8 only
+        # For pyarrow the header is only peeked at here (its stats are not this pass's).
+        reader, header, delimiter = self._csv_reader(CatalogueStats() if fast else stats)
         resolved = self._resolve(header)
         index = {name: header.index(col) for name, col in resolved.items() if name in REQUIRED or name in wanted}
+        done = 0
+        if fast:
+            try:
+                for batch in self._read_csv_arrow(len(header), delimiter, index):
+                    yield batch
+                    done += len(batch["title"])
+                return
+            except pa.ArrowInvalid as exc:
+                # Rows of uneven width, text that is not UTF-8…: the csv module reads on from where pyarrow stopped.
+                log.debug("%s: pyarrow stopped after %d rows (%s); reading on with the csv module", self.name, done, exc)
+            reader, header, delimiter = self._csv_reader(stats)
+        if done:
+            deque(islice(filter(None, reader), done), maxlen=0)  # rows already read (blank lines never count)
         width = max(index.values()) + 1
         while rows := list(islice(reader, self.chunk_size)):
             if min(map(len, rows)) < width:
                 # Blank lines and short rows (trailing empty fields left out by some exporters).
                 rows = [r if len(r) >= width else r + [""] * (width - len(r)) for r in rows if any(r)]
             yield {name: list(map(itemgetter(i), rows)) for name, i in index.items()}
+
+    def _read_csv_arrow(self, width: int, delimiter: str, index: dict[str, int]) -> Iterator[dict[str, list[Any]]]:
+        """The data rows by pyarrow's multi-threaded CSV reader, the same values as the csv module gives.
+
+        Every column is read as text (no type guessing), quoted fields may hold line breaks, blank lines are
+        skipped; a row of another width than the header, or bytes that are not UTF-8, raise ArrowInvalid.
+        """
+        import pyarrow as pa
+        import pyarrow.csv as pacsv
+
+        names = [f"c{i}" for i in range(width)]
+        wanted = {name: names[i] for name, i in index.items()}
+        reader = pacsv.open_csv(
+            str(self.source),
+            read_options=pacsv.ReadOptions(column_names=names, skip_rows=1, block_size=_ARROW_BLOCK),
+            parse_options=pacsv.ParseOptions(delimiter=delimiter, newlines_in_values=True),
+            convert_options=pacsv.ConvertOptions(
+                column_types={c: pa.dictionary(pa.int32(), pa.string()) if name in _REPEATED else pa.string()
+                              for name, c in wanted.items()},
+                include_columns=list(dict.fromkeys(wanted.values())),
+            ),
+        )
+        return self._rechunk(reader, wanted)
+
+    def _rechunk(self, batches: Iterable[Any], columns: Mapping[str, str]) -> Iterator[dict[str, list[Any]]]:
+        """pyarrow record batches of any size as column lists of ``chunk_size`` rows (``columns``: field → batch column).
+
+        Dictionary-encoded columns arrive cleaned value by value (see :func:`_pylist`).
+        """
+        pending: dict[str, list[Any]] = {name: [] for name in columns}
+        cleaned: set[str] = set()
+        first = next(iter(columns))
+        size = self.chunk_size
+        for batch in batches:
+            for name, column in columns.items():
+                array = batch.column(column)
+                if name in _REPEATED and hasattr(array, "dictionary"):
+                    cleaned.add(name)
+                    pending[name] += _pylist(array, _markets, "") if name == "market" else _pylist(array, _texts, None)
+                else:
+                    pending[name] += array.to_pylist()
+            start, rows = 0, len(pending[first])
+            while rows - start >= size:
+                yield {n: (_Cleaned if n in cleaned else list)(v[start : start + size]) for n, v in pending.items()}
+                start += size
+            if start:
+                pending = {n: v[start:] for n, v in pending.items()}
+        if pending[first]:
+            yield {n: (_Cleaned(v) if n in cleaned else v) for n, v in pending.items()}
+
+    def _utf16(self) -> bool:
+        with self._open_binary() as handle:
+            return handle.read(2) in (codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE)
 
     def _read_jsonl(self, wanted: set[str], stats: CatalogueStats) -> Iterator[dict[str, list[Any]]]:
         lines = self._lines(stats)
@@ -477,21 +582,39 @@ class Catalogue:
 
     # binary and SQL -------------------------------------------------------------------------------
 
-    def _read_parquet(self, wanted: set[str], stats: CatalogueStats) -> Iterator[dict[str, list[Any]]]:
+    def _parquet_file(self, **options: Any) -> Any:
         try:
             import pyarrow.parquet as pq
         except ImportError:  # pragma: no cover - depends on the installation
             raise RadarError(f"{self.name}: reading Parquet needs pyarrow (pip install pyarrow)") from None
         try:
-            parquet = pq.ParquetFile(self.source)
+            return pq.ParquetFile(self.source, **options)
         except FileNotFoundError:
             raise RadarError(f"{self.source}: catalogue file not found") from None
         except Exception as exc:  # pyarrow raises its own error types for corrupt files
             raise RadarError(f"{self.source}: not a readable Parquet file ({exc})") from None
-        resolved = self._resolve(parquet.schema_arrow.names)
+
+    def _read_parquet(self, wanted: set[str], stats: CatalogueStats) -> Iterator[dict[str, list[Any]]]:
+        import pyarrow as pa
+
+        parquet = self._parquet_file()
+        schema = parquet.schema_arrow
+        resolved = self._resolve(schema.names)
         names = {name: col for name, col in resolved.items() if name in REQUIRED or name in wanted}
-        for batch in parquet.iter_batches(batch_size=self.chunk_size, columns=list(dict.fromkeys(names.values()))):
-            yield {name: batch.column(col).to_pylist() for name, col in names.items()}
+        repeated = [col for name, col in names.items() if name in _REPEATED and pa.types.is_string(schema.field(col).type)]
+        if repeated:
+            parquet = self._parquet_file(read_dictionary=repeated)
+        batches = parquet.iter_batches(batch_size=self.chunk_size, columns=list(dict.fromkeys(names.values())))
+        return self._rechunk(batches, names)
+
+    def _sql_engine(self) -> Any:
+        from sqlalchemy import create_engine
+        from sqlalchemy.exc import SQLAlchemyError
+
+        try:
+            return create_engine(str(self.source))
+        except (SQLAlchemyError, ValueError) as exc:
+            raise RadarError(f"{self.source}: not a usable database URL ({exc})") from None
 
     def _sql_table(self, engine: Any) -> Any:
         from sqlalchemy import MetaData, Table
@@ -504,13 +627,10 @@ class Catalogue:
             raise RadarError(f"{self.name}: no such table in the database") from None
 
     def _read_sql(self, wanted: set[str], stats: CatalogueStats) -> Iterator[dict[str, list[Any]]]:
-        from sqlalchemy import create_engine, select
+        from sqlalchemy import select
         from sqlalchemy.exc import SQLAlchemyError
 
-        try:
-            engine = create_engine(str(self.source))
-        except (SQLAlchemyError, ValueError) as exc:
-            raise RadarError(f"{self.source}: not a usable database URL ({exc})") from None
+        engine = self._sql_engine()
         try:
             table = self._sql_table(engine)
             resolved = self._resolve([c.name for c in table.columns])
@@ -538,6 +658,22 @@ class Catalogue:
                 except AttributeError:
                     batch[name] = [(r.get(name) if isinstance(r, Mapping) else getattr(r, name, None)) for r in part]
             yield batch
+
+
+class _Cleaned(list):
+    """A column whose values are already what :meth:`Catalogue._clean` makes of them."""
+
+
+def _pylist(array: Any, clean: Callable[[list[Any]], list[Any]], null: Any) -> list[Any]:
+    """A dictionary-encoded pyarrow array as a Python list of cleaned values (``null`` for nulls): ``clean``
+    runs on the distinct values and numpy spreads the results, so a market or seller repeated a million
+    times costs one Python string, not a million."""
+    values = np.array([*clean(array.dictionary.to_pylist()), null], dtype=object)
+    return values[array.indices.fill_null(len(values) - 1).to_numpy()].tolist()
+
+
+def _markets(values: list[Any]) -> list[str]:
+    return list(map(normalise_market, values))
 
 
 class _Prepend(io.RawIOBase):

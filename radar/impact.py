@@ -25,11 +25,14 @@ from __future__ import annotations
 
 import logging
 import math
+import multiprocessing
+import os
 import random
 import re
-from collections import Counter
-from collections.abc import Iterable, Mapping, Sequence
+from collections import Counter, deque
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
+from itertools import repeat
 from typing import Any
 
 import numpy as np
@@ -303,13 +306,13 @@ class _Accumulator:
         return out
 
 
-def _proposed_hits(matcher: Matcher, chunk: ListingChunk, proposed: int) -> Iterable[tuple[int, tuple[int, ...], bool]]:
-    """(row, proposed rule indices, newly hit) for each row of ``chunk`` a proposed rule hits.
+def _proposed_hits(pairs: tuple[np.ndarray, np.ndarray], proposed: int) -> Iterable[tuple[int, tuple[int, ...], bool]]:
+    """(row, proposed rule indices, newly hit) for each row a proposed rule hits, from a chunk's (row, rule) pairs.
 
     Rules ``0 … proposed-1`` of the matcher are the proposed ones, the rest the current policy; only
     rows hit by a proposed rule reach Python.
     """
-    rows, rules = matcher.scan_pairs(chunk.title, chunk.market, chunk.category, chunk.description)
+    rows, rules = pairs
     is_proposed = rules < proposed
     if not is_proposed.any():
         return ()
@@ -318,6 +321,83 @@ def _proposed_hits(matcher: Matcher, chunk: ListingChunk, proposed: int) -> Iter
     newly = ~np.isin(hit_rows, current_rows)
     groups = np.split(rules[is_proposed], starts[1:])
     return zip(hit_rows.tolist(), [tuple(g.tolist()) for g in groups], newly.tolist())
+
+
+# --- matching, in this process or in worker processes ------------------------------------------------
+
+_worker_matcher: Matcher | None = None
+
+
+def _start_worker(matcher: Matcher) -> None:
+    global _worker_matcher
+    _worker_matcher = matcher
+
+
+def _scan_columns(columns: tuple[list, list, list | None, list | None]) -> tuple[np.ndarray, np.ndarray]:
+    return _worker_matcher.scan_pairs(*columns)  # type: ignore[union-attr]  # set by _start_worker
+
+
+def _columns(chunk: ListingChunk) -> tuple[list, list, list | None, list | None]:
+    return chunk.title, chunk.market, chunk.category, chunk.description
+
+
+class _Scanner:
+    """``matcher.scan_pairs`` over a stream of chunks, here (``workers`` 1) or in a pool of worker processes.
+
+    Results come back in the order of the chunks, so the estimate is the same whatever the worker count.
+    Each worker gets the matcher once, when it starts (forked: inherited as it is; spawned: pickled as its
+    rules and rebuilt); chunks travel as plain column lists, at most two per worker in flight, so memory
+    stays bounded however large the catalogue.
+    """
+
+    def __init__(self, matcher: Matcher, workers: int) -> None:
+        self.matcher = matcher
+        self.workers = max(1, workers)
+        self.pool: Any = None
+
+    def __enter__(self) -> _Scanner:
+        if self.workers > 1:
+            methods = multiprocessing.get_all_start_methods()
+            context = multiprocessing.get_context("fork" if "fork" in methods else None)
+            self.pool = context.Pool(self.workers, initializer=_start_worker, initargs=(self.matcher,))
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        if self.pool is not None:
+            self.pool.terminate()
+            self.pool.join()
+            self.pool = None
+
+    def __call__(self, items: Iterable[tuple[ListingChunk, Any]]) -> Iterator[tuple[ListingChunk, Any, tuple[np.ndarray, np.ndarray]]]:
+        """(chunk, context, (rows, rule indices)) for each (chunk, context) of ``items``, in order."""
+        if self.pool is None:
+            for chunk, context in items:
+                yield chunk, context, self.matcher.scan_pairs(*_columns(chunk))
+            return
+        pending: deque = deque()
+        for chunk, context in items:
+            pending.append((chunk, context, self.pool.apply_async(_scan_columns, (_columns(chunk),))))
+            if len(pending) > 2 * self.workers:
+                chunk, context, result = pending.popleft()
+                yield chunk, context, result.get()
+        while pending:
+            chunk, context, result = pending.popleft()
+            yield chunk, context, result.get()
+
+
+def impact_workers() -> int:
+    """The ``impact_workers`` setting: processes that match listings (0: one per CPU)."""
+    from radar.settings import get_settings
+
+    workers = int(get_settings().impact_workers)
+    return workers if workers > 0 else (os.cpu_count() or 1)
+
+
+def _strata_keys(chunk: ListingChunk, top: _TopCategories) -> Iterator[tuple[str, str]]:
+    """(market, top-level category) of each row of ``chunk``, the stratum before pooling."""
+    if chunk.category is None:
+        return zip(chunk.market, repeat(NONE))
+    return zip(chunk.market, map(top.__getitem__, chunk.category))
 
 
 def _subchunk(chunk: ListingChunk, rows: Sequence[int]) -> ListingChunk:
@@ -339,13 +419,15 @@ def estimate_impact(
     seed: int = 0,
     *,
     fields: Sequence[str] = ("title", "description"),
+    workers: int | None = None,
 ) -> ImpactEstimate:
     """How many listings of ``catalogue`` the proposed rules hit, and how many of those are new.
 
     ``current_rules`` is the policy in force (a proposed edit of rule X is compared with the current X).
     ``catalogue`` is a :class:`~radar.catalogue.Catalogue`, a path or URL for ``open_catalogue``, or a
     list of listings. ``budget`` caps the listings matched; a larger catalogue is sampled (module
-    docstring). ``fields`` says which listing text the phrases are matched against.
+    docstring). ``fields`` says which listing text the phrases are matched against. ``workers`` processes
+    match the listings (default: the ``impact_workers`` setting); the result does not depend on it.
     """
     if isinstance(proposed_rules, Rule):
         proposed_rules = [proposed_rules]
@@ -360,21 +442,31 @@ def estimate_impact(
     optional = ["category", "seller", "brand"] + (["description"] if "description" in fields else [])
     top = _TopCategories()
 
-    # Pass 1: match everything while the catalogue fits the budget; always count the strata.
+    # Pass 1: match everything while the catalogue fits the budget; count the strata unless the catalogue
+    # says (cheaply: records, Parquet metadata, SQL) that it fits.
+    known = catalogue.count()
+    counting = known is None or known > budget
     counts: Counter = Counter()
     exact = _Accumulator(len(proposed), rules, examples, seed)
     total = 0
     within_budget = True
-    for chunk in catalogue.chunks(optional):
-        categories = chunk.category if chunk.category is not None else [None] * len(chunk)
-        counts.update(zip(chunk.market, map(top.__getitem__, categories)))
-        total += len(chunk)
-        if within_budget and total > budget:
-            within_budget = False
-            exact = None  # type: ignore[assignment]
-            log.info("%s: more than %d listings, switching to a stratified sample", catalogue.name, budget)
-        if within_budget:
-            for row, hit_by, newly in _proposed_hits(matcher, chunk, len(proposed)):
+
+    def first_pass() -> Iterator[tuple[ListingChunk, None]]:
+        nonlocal total, within_budget
+        for chunk in catalogue.chunks(optional):
+            if counting:
+                counts.update(_strata_keys(chunk, top))
+            total += len(chunk)
+            if within_budget and total > budget:
+                within_budget = False
+                log.info("%s: more than %d listings, switching to a stratified sample", catalogue.name, budget)
+            if within_budget:
+                yield chunk, None
+
+    workers = impact_workers() if workers is None else max(1, workers)
+    with _Scanner(matcher, workers) as scanner:
+        for chunk, _, pairs in scanner(first_pass()):
+            for row, hit_by, newly in _proposed_hits(pairs, len(proposed)):
                 exact.add(chunk, row, hit_by, newly)
     skipped = {"empty_titles": catalogue.stats.empty_titles, "missing_market": catalogue.stats.missing_market,
                "bad_records": catalogue.stats.bad_records}
@@ -401,6 +493,13 @@ def estimate_impact(
             skipped=skipped,
         )
 
+    if not counting:
+        # The catalogue grew past the budget after it was counted: count the strata in a pass of their own.
+        log.warning("%s: counted %d rows but read %d listings; the catalogue changed while being read", catalogue.name, known, total)
+        for chunk in catalogue.chunks(["category"]):
+            counts.update(_strata_keys(chunk, top))
+        total = sum(counts.values())
+
     # Pass 2: a stratified simple random sample, drawn as sorted within-stratum positions.
     mapping, stratum_keys, N_h, n_h = _design(counts, budget)
     rng = np.random.default_rng(seed)
@@ -408,36 +507,34 @@ def estimate_impact(
     weights = [N / n if n else 0.0 for N, n in zip(N_h, n_h)]
     seen = np.zeros(len(stratum_keys), dtype=np.int64)
     acc = _Accumulator(len(proposed), rules, examples, seed, len(stratum_keys))
+
+    def second_pass() -> Iterator[tuple[ListingChunk, list[int]]]:
+        for chunk in catalogue.chunks(optional):
+            codes = np.fromiter(map(mapping.__getitem__, _strata_keys(chunk, top)), dtype=np.int64, count=len(chunk))
+            order = np.argsort(codes, kind="stable")
+            bounds = np.searchsorted(codes[order], np.arange(len(stratum_keys) + 1))
+            picked: list[np.ndarray] = []
+            for h in np.flatnonzero(np.diff(bounds)):
+                rows_h = order[bounds[h] : bounds[h + 1]]
+                positions = seen[h] + np.arange(rows_h.size)
+                seen[h] += rows_h.size
+                sel = chosen[h]
+                j = np.searchsorted(sel, positions)
+                inside = j < sel.size
+                member = np.zeros(rows_h.size, dtype=bool)
+                member[inside] = sel[j[inside]] == positions[inside]
+                picked.append(rows_h[member])
+            rows = np.sort(np.concatenate(picked)).tolist() if picked else []
+            if rows:
+                yield _subchunk(chunk, rows), codes[rows].tolist()
+
     scanned = 0
-    for chunk in catalogue.chunks(optional):
-        categories = chunk.category if chunk.category is not None else [None] * len(chunk)
-        codes = np.fromiter(
-            (mapping[key] for key in zip(chunk.market, map(top.__getitem__, categories))), dtype=np.int64, count=len(chunk)
-        )
-        order = np.argsort(codes, kind="stable")
-        bounds = np.searchsorted(codes[order], np.arange(len(stratum_keys) + 1))
-        picked: list[np.ndarray] = []
-        for h in np.flatnonzero(np.diff(bounds)):
-            rows_h = order[bounds[h] : bounds[h + 1]]
-            positions = seen[h] + np.arange(rows_h.size)
-            seen[h] += rows_h.size
-            sel = chosen[h]
-            j = np.searchsorted(sel, positions)
-            inside = j < sel.size
-            member = np.zeros(rows_h.size, dtype=bool)
-            member[inside] = sel[j[inside]] == positions[inside]
-            picked.append(rows_h[member])
-        if not picked:
-            continue
-        rows = np.sort(np.concatenate(picked)).tolist()
-        if not rows:
-            continue
-        sub = _subchunk(chunk, rows)
-        sub_codes = codes[rows].tolist()
-        scanned += len(rows)
-        for row, hit_by, newly in _proposed_hits(matcher, sub, len(proposed)):
-            h = sub_codes[row]
-            acc.add(sub, row, hit_by, newly, weights[h], h)
+    with _Scanner(matcher, workers) as scanner:
+        for sub, sub_codes, pairs in scanner(second_pass()):
+            scanned += len(sub)
+            for row, hit_by, newly in _proposed_hits(pairs, len(proposed)):
+                h = sub_codes[row]
+                acc.add(sub, row, hit_by, newly, weights[h], h)
     if scanned != sum(n_h):
         # The catalogue changed between the two passes; the design no longer describes the sample.
         log.warning("%s: expected %d sampled listings, read %d; the catalogue changed while being read", catalogue.name, sum(n_h), scanned)

@@ -127,23 +127,27 @@ _LUT_BYTES = _LUT.tobytes()
 # The same map for single texts, where the separators are plain spaces.
 _ASCII_TABLE = {b: (" " if b in (0, 1) else chr(_LUT[b])) for b in range(128)}
 _WORD_RUN = re.compile(r"[^ ]+")
+_SPACE_RUN = re.compile(rb"  +")
+_SHORT_TEXT = 2048
 
 
-def _squeeze(raw: bytes) -> np.ndarray:
-    """Byte-map and collapse space runs of a UTF-8 buffer; returns the uint8 array."""
-    arr = _LUT[np.frombuffer(raw, dtype=np.uint8)]
-    if arr.size < 2:
-        return arr
+def _squeeze(raw: bytes) -> bytes:
+    """Byte-map (bytes.translate, in C) and collapse space runs of a UTF-8 buffer: numpy for long buffers,
+    a regex for short ones (phrases, single titles), where numpy's per-call cost dominates."""
+    if len(raw) < _SHORT_TEXT:
+        return _SPACE_RUN.sub(b" ", raw.translate(_LUT_BYTES))
+    arr = np.frombuffer(raw.translate(_LUT_BYTES), dtype=np.uint8)
     space = arr == 32
-    keep = np.ones(arr.size, dtype=bool)
+    keep = np.empty(arr.size, dtype=bool)
+    keep[0] = True
     np.logical_not(space[1:] & space[:-1], out=keep[1:])
-    return arr[keep]
+    return arr[keep].tobytes()
 
 
 def _normalise_bytes(text: str) -> bytes:
     """The matching form of ``text`` as UTF-8 bytes, with one leading and one trailing space."""
     text = text.replace(_ROW_SEP, " ").replace(_FIELD_SEP, " ")
-    return _squeeze((" " + text + " ").encode("ascii", _FOLD_ERRORS)).tobytes()
+    return _squeeze((" " + text + " ").encode("ascii", _FOLD_ERRORS))
 
 
 def normalise_text(text: str) -> str:
@@ -203,6 +207,7 @@ class PhraseKey:
         return body.encode("utf-8", "surrogatepass").decode("latin-1")
 
 
+@lru_cache(maxsize=65536)
 def phrase_key(phrase: str) -> PhraseKey:
     """Parse a rule phrase: ``*`` at either end marks an open end; the rest is normalised."""
     raw = phrase.strip()
@@ -345,6 +350,7 @@ class Matcher:
     def __init__(self, rules: Sequence[Rule] | Any, *, eu_members: frozenset[str] | None = None) -> None:
         rules = list(getattr(rules, "rules", rules))
         self.rules: tuple[Rule, ...] = tuple(rules)
+        self._eu_members = eu_members
         eu = eu_members if eu_members is not None else eu_member_states()
         self._markets: list[frozenset[str]] = [expand_markets(r.markets, eu) for r in rules]
         self._categories: list[tuple[str, ...]] = [tuple(r.categories) for r in rules]
@@ -394,11 +400,15 @@ class Matcher:
         self._entry_exclude = np.array(entry_exclude, dtype=bool)
         # Scope as boolean matrices rule × market and rule × category, one column per value seen;
         # category column 0 stands for "no taxonomy category" and lets every rule through.
-        self._market_cols: dict[Any, int] = {}
+        self._market_cols: dict[Any, int] = _Columns(self._add_market_column)
         self._market_ok = np.zeros((len(rules), 0), dtype=bool)
-        self._category_cols: dict[Any, int] = {}
+        self._category_cols: dict[Any, int] = _Columns(self._add_category_column)
         self._category_ok = np.ones((len(rules), 1), dtype=bool)
         self._scope_lock = threading.Lock()
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        # Pickled as its rules, e.g. for a spawned worker process: the automaton and the lock are rebuilt.
+        return (_rebuild_matcher, (self.rules, self._eu_members))
 
     # scope -------------------------------------------------------------------------------------------
 
@@ -530,7 +540,7 @@ class Matcher:
                 descs = descriptions[offset:stop] if descriptions is not None else None
                 rows, rules = self._scan_chunk(titles[offset:stop], descs)
                 if rows.size and markets is not None:
-                    keep = self._scope_mask(rows, rules, markets, categories, offset)
+                    keep = self._scope_mask(rows, rules, markets[offset:stop], categories[offset:stop] if categories is not None else None)
                     rows, rules = rows[keep], rules[keep]
                 if rows.size:
                     all_rows.append(rows + offset)
@@ -543,7 +553,7 @@ class Matcher:
         """(row, rule) pairs hit in one chunk, excludes applied, no scope."""
         if descriptions is not None:
             texts = [f"{t} {_FIELD_SEP} {d}" if d else t for t, d in zip(titles, descriptions)]
-            expected_fields = sum(1 for d in descriptions if d)
+            expected_fields = len(descriptions) - descriptions.count(None) - descriptions.count("")
         else:
             texts = titles if isinstance(titles, list) else list(titles)
             expected_fields = 0
@@ -552,20 +562,22 @@ class Matcher:
         except TypeError:  # a None or non-text title
             texts = ["" if t is None else str(t) for t in texts]
             joined = " " + f" {_ROW_SEP} ".join(texts) + " "
-        if joined.count(_ROW_SEP) != len(texts) - 1 or joined.count(_FIELD_SEP) != expected_fields:
+        data = _squeeze(joined.encode("ascii", _FOLD_ERRORS))
+        # Folding never makes a separator, so any extra one comes from the listing text itself.
+        separators = np.flatnonzero(np.frombuffer(data, dtype=np.uint8) == 0)
+        if separators.size != len(texts) - 1 or data.count(_FIELD_SEP.encode()) != expected_fields:
             # A listing carries a separator character itself: blank them out row by row (rare).
             if descriptions is not None:
                 texts = [f"{_clean(t)} {_FIELD_SEP} {_clean(d)}" if d else _clean(t) for t, d in zip(titles, descriptions)]
             else:
                 texts = [_clean(t) for t in titles]
-            joined = " " + f" {_ROW_SEP} ".join(texts) + " "
-        arr = _squeeze(joined.encode("ascii", _FOLD_ERRORS))
-        haystack = arr.tobytes().decode("latin-1")
+            data = _squeeze((" " + f" {_ROW_SEP} ".join(texts) + " ").encode("ascii", _FOLD_ERRORS))
+            separators = np.flatnonzero(np.frombuffer(data, dtype=np.uint8) == 0)
+        haystack = data.decode("latin-1")
         # chain.from_iterable + fromiter drains the automaton in C: no Python frame per hit.
         flat = np.fromiter(chain.from_iterable(self._automaton.iter(haystack)), dtype=np.int64)
         if not flat.size:
             return flat, flat
-        separators = np.flatnonzero(arr == 0)
         hit_rows = np.searchsorted(separators, flat[0::2])
         keys = flat[1::2]
         # Expand each key hit into its (rule, is_exclude) entries.
@@ -588,47 +600,54 @@ class Matcher:
         return included // self._n_rules, included % self._n_rules
 
     def _scope_mask(
-        self, rows: np.ndarray, rules: np.ndarray, markets: Sequence[Any], categories: Sequence[str | None] | None, offset: int
+        self, rows: np.ndarray, rules: np.ndarray, markets: Sequence[Any], categories: Sequence[str | None] | None
     ) -> np.ndarray:
-        unique_rows, inverse = np.unique(rows, return_inverse=True)
-        market_cols = np.fromiter(
-            (self._market_column(markets[offset + r]) for r in unique_rows.tolist()), dtype=np.int64, count=unique_rows.size
-        )
-        keep = self._market_ok[rules, market_cols[inverse]]
+        # Column numbers for every row of the chunk through C-level dict look-ups (map), then numpy.
+        market_cols = np.fromiter(map(self._market_cols.__getitem__, markets), dtype=np.int64, count=len(markets))
+        keep = self._market_ok[rules, market_cols[rows]]
         if categories is not None:
-            category_cols = np.fromiter(
-                (self._category_column(categories[offset + r]) for r in unique_rows.tolist()), dtype=np.int64, count=unique_rows.size
-            )
-            keep &= self._category_ok[rules, category_cols[inverse]]
+            category_cols = np.fromiter(map(self._category_cols.__getitem__, categories), dtype=np.int64, count=len(categories))
+            keep &= self._category_ok[rules, category_cols[rows]]
         return keep
 
-    def _market_column(self, market: Any) -> int:
-        column = self._market_cols.get(market)
-        if column is None:
-            with self._scope_lock:  # two threads adding columns at once would mix up their indices
-                code = normalise_market(market)
-                column = self._market_cols.get(code)
-                if column is None:
-                    fits = np.array([code in m for m in self._markets], dtype=bool)
-                    self._market_ok = np.column_stack([self._market_ok, fits])
-                    column = self._market_cols[code] = self._market_ok.shape[1] - 1
-                self._market_cols[market] = column
+    def _add_market_column(self, market: Any) -> int:
+        with self._scope_lock:  # two threads adding columns at once would mix up their indices
+            code = normalise_market(market)
+            column = self._market_cols.get(code)
+            if column is None:
+                fits = np.array([code in m for m in self._markets], dtype=bool)
+                self._market_ok = np.column_stack([self._market_ok, fits])
+                column = self._market_cols[code] = self._market_ok.shape[1] - 1
+            self._market_cols[market] = column
         return column
 
-    def _category_column(self, category: str | None) -> int:
-        column = self._category_cols.get(category)
-        if column is None:
-            if not category or not category.startswith("cat."):
-                column = 0  # no taxonomy category: every rule's category scope passes
-            else:
-                with self._scope_lock:
-                    column = self._category_cols.get(category)
-                    if column is None:
-                        fits = np.array([category_in_scope(category, c) for c in self._categories], dtype=bool)
-                        self._category_ok = np.column_stack([self._category_ok, fits])
-                        column = self._category_ok.shape[1] - 1
-            self._category_cols[category] = column
+    def _add_category_column(self, category: str | None) -> int:
+        if not category or not category.startswith("cat."):
+            column = 0  # no taxonomy category: every rule's category scope passes
+        else:
+            with self._scope_lock:
+                column = self._category_cols.get(category)
+                if column is None:
+                    fits = np.array([category_in_scope(category, c) for c in self._categories], dtype=bool)
+                    self._category_ok = np.column_stack([self._category_ok, fits])
+                    column = self._category_ok.shape[1] - 1
+        self._category_cols[category] = column
         return column
+
+
+def _rebuild_matcher(rules: Sequence[Rule], eu_members: frozenset[str] | None) -> Matcher:
+    return Matcher(rules, eu_members=eu_members)
+
+
+class _Columns(dict):
+    """Value → scope-matrix column; a value not seen yet gets its column from ``add`` (under the matcher's lock)."""
+
+    def __init__(self, add: Any) -> None:
+        super().__init__()
+        self._add = add
+
+    def __missing__(self, key: Any) -> int:
+        return self._add(key)
 
 
 def _clean(text: str | None) -> str:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import pickle
 import random
 from pathlib import Path
 
@@ -157,6 +158,15 @@ def test_separator_characters_inside_titles_do_not_shift_rows(matcher):
     titles = ["a\x00b", "nothing", "USB\x01charger", "zombie knife"]
     result = matcher.scan(titles, ["GB"] * 4)
     assert set(result) == {2, 3}
+
+
+def test_a_matcher_travels_to_a_worker_process_as_its_rules(matcher):
+    clone = pickle.loads(pickle.dumps(matcher))
+    titles = ["USB charger", "zombie knife", "Magnetkugeln", "Charger case", "nothing"]
+    markets = ["DE", "GB", "FR", "DE", "uk"]
+    categories = [None, None, "cat.toys", None, "cat.office"]
+    assert [r.id for r in clone.rules] == [r.id for r in matcher.rules]
+    assert clone.scan(titles, markets, categories) == matcher.scan(titles, markets, categories)
 
 
 def test_bulk_and_single_paths_agree_on_random_text():
