@@ -146,7 +146,9 @@ def test_a_restarted_scheduler_does_not_repeat_a_job_that_already_ran(engine, ex
 def test_a_run_missed_while_stopped_runs_once_on_restart(engine, extra_jobs):
     from radar.scheduler import RadarScheduler
 
-    fire_at = (datetime.now(timezone.utc) + timedelta(seconds=1)).replace(microsecond=0)
+    # Far enough ahead that the first scheduler has stored the job before the time comes, even on a busy
+    # machine (were it stored after, its next run would be tomorrow and nothing would be missed).
+    fire_at = (datetime.now(timezone.utc) + timedelta(seconds=4)).replace(microsecond=0)
     extra_jobs(jobs.JobSpec("probe", "stage", "probe", trigger=_daily_at(fire_at), func=lambda e: "probed"))
     RadarScheduler(engine).start().stop()  # stores the job with its next run time, then goes away
     time.sleep(max(0.0, (fire_at - datetime.now(timezone.utc)).total_seconds()) + 1)
