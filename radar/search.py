@@ -289,8 +289,8 @@ def search(engine: Engine, query: str = "", filters: Filters | None = None, *, s
             # decides (and is needed anyway): walking a date index past non-matches costs about a tenth
             # of fetching and sorting one match.
             total, approximate = _count(connection, engine, query, filters, estimate_above)
-            span = connection.execute(text("SELECT (SELECT max(id) FROM notice) - (SELECT min(id) FROM notice) + 1")).scalar() or 0
-            walk = total * total * _WALK_ADVANTAGE > (offset + limit) * span
+            low, high = _id_range(connection)
+            walk = total * total * _WALK_ADVANTAGE > (offset + limit) * (high - low + 1)
         if dialect == "sqlite" and parsed.positive:
             form = "walk" if walk else "in"
         else:
@@ -368,14 +368,20 @@ class IdSample:
         return cte, "s CROSS JOIN notice n", where + ["n.id BETWEEN s.lo AND s.hi"]
 
 
+def _id_range(connection) -> tuple[int, int]:
+    """The lowest and highest notice id; (1, 0) for an empty archive (a span of none)."""
+    # Two scalar subqueries: each database answers a lone min() or max() of the key from the index's ends.
+    low, high = connection.execute(text("SELECT (SELECT min(id) FROM notice), (SELECT max(id) FROM notice)")).one()
+    return (1, 0) if low is None else (low, high)
+
+
 def id_sample(connection, fraction: float) -> IdSample | None:
     """About `fraction` of the archive's notice ids in at most MAX_SAMPLE_BLOCKS evenly spaced blocks;
     None for an empty archive."""
-    # Two scalar subqueries: each database answers a lone min() or max() of the key from the index's ends.
-    low, high = connection.execute(text("SELECT (SELECT min(id) FROM notice), (SELECT max(id) FROM notice)")).one()
-    if low is None:
-        return None
+    low, high = _id_range(connection)
     span = high - low + 1
+    if span < 1:
+        return None
     fraction = min(max(fraction, 0.0), 1.0)
     size = max(MIN_SAMPLE_BLOCK, math.ceil(span * fraction / MAX_SAMPLE_BLOCKS))
     period = max(size, round(size / fraction)) if fraction else span
@@ -407,10 +413,10 @@ def _count(connection, engine: Engine, query: str, filters: Filters, estimate_ab
         # enough to be exact at any size.
         return connection.execute(text(f"SELECT count(*) FROM notice_fts f {where_sql(where)}"), params).scalar_one(), False
     if estimate_above:
-        span = connection.execute(text("SELECT (SELECT max(id) FROM notice) - (SELECT min(id) FROM notice) + 1")).scalar() or 0
+        low, high = _id_range(connection)
+        span = high - low + 1
         sample = id_sample(connection, estimate_above / span) if span > 2 * estimate_above else None
         if sample is not None:
-            # Per sampled notice a probe is cheaper than building whole id lists, so "exists" here.
             cte, from_sql, s_where, s_params = sampled_where(engine, query, filters, sample)
             sql = f"{'WITH ' + cte if cte else ''} SELECT count(*) FROM {from_sql} {where_sql(s_where)}"
             in_sample = connection.execute(text(sql), s_params).scalar_one()
