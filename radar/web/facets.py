@@ -2,8 +2,8 @@
 policy class, year and has-GTIN value (GROUP BY over the matching notices).
 
 The matching notices are exactly radar.search's: the same where_clause, in its "in" form, which builds
-the narrowest filter's id list from the (axis, value, notice_id) index (sampled: "exists", a probe
-per sampled notice).
+the narrowest filter's id list from the (axis, value, notice_id) index; a sample takes
+radar.search.sampled_where, which samples whatever drives the search.
 
 A search matching a large part of the archive would make exact facet counts cost a pass over most
 classification rows. Above ``sample_above`` matches the counts come from radar.search's systematic
