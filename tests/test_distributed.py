@@ -80,10 +80,13 @@ def test_two_workers_fetch_each_page_once(pg_url, redis_url, tmp_path):
     engine = get_engine(db_url)  # migrated once here, not raced by the two workers
     crawl_id = f"xx_local_site-{uuid.uuid4().hex}"
     with SampleServer(tmp_path) as server:
-        pages = _serve_site(server, delay=0.25)
+        # Slow enough (about 5 s for one worker) that the second worker, which may take seconds to start on a
+        # busy machine, still finds pages queued; idle-close above the page delay, so neither gives up
+        # while the other's responses are on their way.
+        pages = _serve_site(server, delay=0.75)
         argv = worker_argv(["xx_local_site"], crawl_id, mirror=server.url, spider_modules=["site_spiders"])
         env = _env(db_url, redis_url, tmp_path)
-        workers = [subprocess.Popen(argv + ["--idle-close", "1"], env=env, stdout=subprocess.PIPE,
+        workers = [subprocess.Popen(argv + ["--idle-close", "3"], env=env, stdout=subprocess.PIPE,
                                     stderr=subprocess.STDOUT, text=True) for _ in range(2)]
         outputs = []
         try:
