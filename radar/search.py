@@ -288,8 +288,8 @@ def search(engine: Engine, query: str = "", filters: Filters | None = None, *, s
             # notices in date order and check each against the list, stopping after a page. The count
             # decides (and is needed anyway): walking a date index past non-matches costs about a tenth
             # of fetching and sorting one match.
-            total, approximate = _count(connection, engine, query, filters, estimate_above)
-            low, high = _id_range(connection)
+            low, high = ids = id_range(connection)
+            total, approximate = _count(connection, engine, query, filters, estimate_above, ids)
             walk = total * total * _WALK_ADVANTAGE > (offset + limit) * (high - low + 1)
         if dialect == "sqlite" and parsed.positive:
             form = "walk" if walk else "in"
@@ -368,17 +368,17 @@ class IdSample:
         return cte, "s CROSS JOIN notice n", where + ["n.id BETWEEN s.lo AND s.hi"]
 
 
-def _id_range(connection) -> tuple[int, int]:
+def id_range(connection) -> tuple[int, int]:
     """The lowest and highest notice id; (1, 0) for an empty archive (a span of none)."""
     # Two scalar subqueries: each database answers a lone min() or max() of the key from the index's ends.
     low, high = connection.execute(text("SELECT (SELECT min(id) FROM notice), (SELECT max(id) FROM notice)")).one()
     return (1, 0) if low is None else (low, high)
 
 
-def id_sample(connection, fraction: float) -> IdSample | None:
-    """About `fraction` of the archive's notice ids in at most MAX_SAMPLE_BLOCKS evenly spaced blocks;
-    None for an empty archive."""
-    low, high = _id_range(connection)
+def id_sample(ids: tuple[int, int], fraction: float) -> IdSample | None:
+    """About `fraction` of the notice ids `ids` (lowest, highest; see id_range) in at most MAX_SAMPLE_BLOCKS
+    evenly spaced blocks; None for an empty archive."""
+    low, high = ids
     span = high - low + 1
     if span < 1:
         return None
@@ -404,18 +404,20 @@ def sampled_where(engine: Engine, query: str, filters: Filters, sample: IdSample
     return cte, from_sql, where, params
 
 
-def _count(connection, engine: Engine, query: str, filters: Filters, estimate_above: int | None = None) -> tuple[int, bool]:
+def _count(connection, engine: Engine, query: str, filters: Filters, estimate_above: int | None = None,
+           ids: tuple[int, int] | None = None) -> tuple[int, bool]:
     """(total, approximate). With `estimate_above`, a total that a sample of about that many notices
-    puts above it is returned as that estimate (three significant figures), not counted exactly."""
+    puts above it is returned as that estimate (three significant figures), not counted exactly.
+    `ids` is the archive's id_range, when the caller has read it already."""
     joins, where, params, _ = where_clause(engine, query, filters, form="in")
     if joins and not _needs_notice_row(filters):
         # Every condition is on the FTS row: count there, without fetching a single notice row. Cheap
         # enough to be exact at any size.
         return connection.execute(text(f"SELECT count(*) FROM notice_fts f {where_sql(where)}"), params).scalar_one(), False
     if estimate_above:
-        low, high = _id_range(connection)
+        low, high = ids = ids or id_range(connection)
         span = high - low + 1
-        sample = id_sample(connection, estimate_above / span) if span > 2 * estimate_above else None
+        sample = id_sample(ids, estimate_above / span) if span > 2 * estimate_above else None
         if sample is not None:
             cte, from_sql, s_where, s_params = sampled_where(engine, query, filters, sample)
             sql = f"{'WITH ' + cte if cte else ''} SELECT count(*) FROM {from_sql} {where_sql(s_where)}"

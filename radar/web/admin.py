@@ -24,17 +24,13 @@ from radar.subscriptions import (
 )
 from radar.web.auth import SUBSCRIPTION_EDITORS, require_admin, require_subscription_editor, require_user
 from radar.web.csrf import csrf_protect
-from radar.web.routes import flash, page
+from radar.web.routes import _engine, flash, page
 
 log = logging.getLogger(__name__)
 
 router = APIRouter(include_in_schema=False, dependencies=[Depends(csrf_protect)])
 
 _LIST_SEPARATORS = re.compile(r"[\s,;]+")
-
-
-def _engine(request: Request):
-    return request.app.state.engine
 
 
 def _back(path: str) -> RedirectResponse:

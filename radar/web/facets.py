@@ -23,7 +23,7 @@ from sqlalchemy.engine import Engine
 from sqlalchemy.exc import OperationalError
 
 from radar.models import counted_role_sql
-from radar.search import Filters, count_matching, id_sample, sampled_where, where_clause, where_sql
+from radar.search import Filters, count_matching, id_range, id_sample, sampled_where, where_clause, where_sql
 
 log = logging.getLogger(__name__)
 
@@ -98,7 +98,7 @@ def facet_counts(engine: Engine, query: str, filters: Filters | None = None, *, 
     with engine.connect() as connection:
         if total is None:
             total = count_matching(engine, query, filters)
-        sample = id_sample(connection, sample_above / total) if sample_above and total > sample_above else None
+        sample = id_sample(id_range(connection), sample_above / total) if sample_above and total > sample_above else None
         if sample:
             cte, from_sql, where, params = sampled_where(engine, query, filters, sample)
         else:
