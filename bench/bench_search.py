@@ -135,14 +135,20 @@ def notices(n: int, seed: int = 7):
 # -- loading --------------------------------------------------------------------------------------
 
 NOTICE_COLUMNS = ("id, source, source_id, version, url, title, text, published, language, gtin, category_labels, "
-                  "risk_labels, country_labels, labels, content_hash, first_seen, last_seen, classified_version")
+                  "risk_labels, country_labels, labels, content_hash, first_seen, last_seen, classified_version, facet_keys")
 CLASS_COLUMNS = "notice_id, notice_version, axis, value, score, method, field, evidence, role, pipeline_version"
 
 
-def _notice_row(r):
-    notice_id, source, source_id, url, title, text, published, language, gtin, now = r
-    return (notice_id, source, source_id, 1, url, title, text, published, language, gtin, "[]", "[]", "[]", "{}",
-            f"{notice_id:064x}", now, now, 1)
+def _notice_rows(chunk_n, chunk_c):
+    """Notice rows with their facet keys, made from their classification rows as classify makes them."""
+    from radar.search import facet_keys
+
+    findings: dict[int, list] = {}
+    for notice_id, axis, value, role in chunk_c:
+        findings.setdefault(notice_id, []).append((axis, value, role))
+    for notice_id, source, source_id, url, title, text, published, language, gtin, now in chunk_n:
+        yield (notice_id, source, source_id, 1, url, title, text, published, language, gtin, "[]", "[]", "[]", "{}",
+               f"{notice_id:064x}", now, now, 1, facet_keys(findings.get(notice_id, ())))
 
 
 def _class_row(r):
@@ -172,8 +178,8 @@ def load_sqlite(engine, n: int) -> float:
             cur.execute(f"DROP {kind.upper()} {name}")
         loaded = 0
         for chunk_n, chunk_c in notices(n):
-            cur.executemany(f"INSERT INTO notice ({NOTICE_COLUMNS}) VALUES ({', '.join('?' * 18)})",
-                            [tuple(_sqlite_value(v) for v in _notice_row(r)) for r in chunk_n])
+            cur.executemany(f"INSERT INTO notice ({NOTICE_COLUMNS}) VALUES ({', '.join('?' * 19)})",
+                            [tuple(_sqlite_value(v) for v in row) for row in _notice_rows(chunk_n, chunk_c)])
             cur.executemany(f"INSERT INTO classification ({CLASS_COLUMNS}) VALUES ({', '.join('?' * 10)})",
                             [_class_row(r) for r in chunk_c])
             loaded += len(chunk_n)
@@ -204,8 +210,8 @@ def load_postgres(engine, n: int) -> float:
         loaded = 0
         for chunk_n, chunk_c in notices(n):
             with cur.copy(f"COPY notice ({NOTICE_COLUMNS}) FROM STDIN") as copy:
-                for r in chunk_n:
-                    copy.write_row(_notice_row(r))
+                for row in _notice_rows(chunk_n, chunk_c):
+                    copy.write_row(row)
             with cur.copy(f"COPY classification ({CLASS_COLUMNS}) FROM STDIN") as copy:
                 for r in chunk_c:
                     copy.write_row(_class_row(r))

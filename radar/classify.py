@@ -12,6 +12,7 @@ from sqlalchemy.engine import Engine
 from sqlmodel import Session, select
 
 from radar.models import Classification, Notice
+from radar.search import refresh_facet_keys
 
 log = logging.getLogger(__name__)
 
@@ -66,6 +67,7 @@ def classify_pending(engine: Engine, classifier=None, *, reclassify_all: bool = 
             # Core inserts and one UPDATE per version: the ORM's per-object bookkeeping would dominate here.
             if rows:
                 session.execute(insert(Classification), rows)
+            refresh_facet_keys(session.connection(), ids)
             by_version: dict[int, list[int]] = {}
             for notice in notices:
                 by_version.setdefault(notice.version, []).append(notice.id)

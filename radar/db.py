@@ -49,7 +49,9 @@ def make_engine(url: str | None = None) -> Engine:
             return engine
         # JIT compiling pays for long analytical queries; Risk Radar's are short, and PostgreSQL's cost
         # estimates for a search over a million notices would set JIT off compiling for up to a second per query.
-        connect_args = {"options": "-c jit=off"} if parsed.get_backend_name() == "postgresql" else {}
+        # A search ANDs bitmaps of hundreds of thousands of notices (a common word, a broad filter): with
+        # the default 4 MB of work_mem they turn lossy and every notice on their pages is checked again.
+        connect_args = {"options": "-c jit=off -c work_mem=32MB"} if parsed.get_backend_name() == "postgresql" else {}
         return create_engine(url, pool_pre_ping=True, connect_args=connect_args)
     except (NoSuchModuleError, ImportError) as exc:
         raise StorageError(
@@ -58,9 +60,11 @@ def make_engine(url: str | None = None) -> Engine:
         ) from exc
 
 
-# Dialect-specific search objects made by hand: full text in revision 0002, indexes in revision 0004.
+# Dialect-specific search objects made by hand: full text in revision 0002, indexes in revision 0004,
+# the facet keys' tsvector in revision 0005.
 HAND_MADE = {"search_vector", "ix_notice_search_vector", "ix_classification_axis_value_notice",
-             "ix_classification_notice_axis_value", "ix_notice_published_order", "ix_notice_sample"}
+             "ix_classification_notice_axis_value", "ix_notice_published_order", "ix_notice_sample",
+             "facet_vector", "ix_notice_facet_vector"}
 
 
 def include_object(obj, name, type_, reflected, compare_to) -> bool:
@@ -136,3 +140,15 @@ def session_scope(engine: Engine | None = None) -> Iterator[Session]:
         raise
     finally:
         session.close()
+
+
+@event.listens_for(Session, "after_flush")
+def _refresh_facet_keys(session: Session, _flush_context) -> None:
+    """Findings written through the ORM keep their notice's facet keys in step, in the same transaction
+    (bulk writers, such as the classify stage, call radar.search.refresh_facet_keys themselves)."""
+    from radar.models import Classification
+    from radar.search import refresh_facet_keys
+
+    changed = [obj for obj in (*session.new, *session.dirty, *session.deleted) if isinstance(obj, Classification)]
+    if changed:
+        refresh_facet_keys(session.connection(), {obj.notice_id for obj in changed if obj.notice_id is not None})

@@ -80,6 +80,9 @@ class Notice(SQLModel, table=True):
     first_seen: datetime = Field(default_factory=utcnow)
     last_seen: datetime = Field(default_factory=utcnow)
     classified_version: int = 0  # the notice version the stored classifications describe
+    # Its counted findings as full-text tokens, so a search with words matches its taxonomy filters in the
+    # full-text index (radar.search.facet_keys; kept by radar.search.refresh_facet_keys).
+    facet_keys: str = Field(default="", sa_column=Column(Text, nullable=False, server_default=""))
 
 
 class NoticeVersion(SQLModel, table=True):

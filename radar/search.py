@@ -18,7 +18,7 @@ from sqlalchemy import text
 from sqlalchemy.engine import Engine
 
 from radar.errors import SearchQueryError
-from radar.models import counted_role_sql
+from radar.models import SIDE_ROLES, counted_role_sql
 
 MARK_START, MARK_END = "\x02", "\x03"  # snippet highlight markers; each front end renders them its own way
 _WORD = re.compile(r"[^\W_]+", re.UNICODE)
@@ -153,6 +153,60 @@ class Filters:
 # Filter axis → classification axis, in the order a tie on specificity is broken: markets last, as
 # they are few and broad.
 _AXES = (("categories", "category"), ("hazards", "hazard"), ("policies", "policy"), ("jurisdictions", "jurisdiction"))
+FILTER_AXES = tuple(axis for _, axis in _AXES)
+
+
+# -- facet keys: the taxonomy filters inside the full-text index --------------------------------------
+#
+# A search with words and a taxonomy filter ("charger" in Germany) intersects two lists: the notices the
+# words match and the notices with the finding. Built from the classification table, one of the two is a
+# list of tens of thousands of ids or a probe per notice. So each notice also carries its counted
+# findings as tokens (notice.facet_keys), indexed with its text on SQLite (the facet_keys column of
+# notice_fts) and in their own tsvector on PostgreSQL (notice.facet_vector, migration 0005): the full-
+# text index then intersects the words with the filters itself, as it intersects two words.
+
+
+def facet_token(axis: str, value: str) -> str:
+    """The index token of one finding: letters and digits only (FTS5's tokenizer keeps it whole), one
+    to one with (axis, value), and never a word of a query (see where_clause's column filter)."""
+    return "f" + f"{axis}:{value}".encode().hex()
+
+
+def facet_keys(findings) -> str:
+    """A notice's facet_keys from its findings, (axis, value, role) triples: a token for each counted
+    finding on a filter axis and for each of its ancestors (cat.toys.magnetic also files the notice under
+    cat.toys and cat), so a filter on an id matches the id and everything below it."""
+    tokens = set()
+    for axis, value, role in findings:
+        if axis not in FILTER_AXES or role in SIDE_ROLES or not value:
+            continue
+        parts = value.split(".")
+        tokens.update(facet_token(axis, ".".join(parts[:i])) for i in range(1, len(parts) + 1))
+    return " ".join(sorted(tokens))
+
+
+def refresh_facet_keys(connection, notice_ids) -> None:
+    """Recompute notice.facet_keys of `notice_ids` from their classification rows; whatever writes
+    findings calls this in the same transaction."""
+    ids = sorted(set(notice_ids))
+    for start in range(0, len(ids), 500):
+        chunk = ids[start:start + 500]
+        params = {f"id_{i}": nid for i, nid in enumerate(chunk)}
+        marks = ", ".join(f":id_{i}" for i in range(len(chunk)))
+        found: dict[int, list] = {nid: [] for nid in chunk}
+        for notice_id, axis, value, role in connection.execute(
+                text(f"SELECT notice_id, axis, value, role FROM classification WHERE notice_id IN ({marks})"), params):
+            found[notice_id].append((axis, value, role))
+        connection.execute(text("UPDATE notice SET facet_keys = :keys WHERE id = :id AND facet_keys <> :keys"),
+                           [{"id": nid, "keys": facet_keys(rows)} for nid, rows in found.items()])
+
+
+def _keys_fts5(filters: list[tuple[str, list[str]]]) -> str:
+    return " AND ".join("(" + " OR ".join(facet_token(axis, v) for v in values) + ")" for axis, values in filters)
+
+
+def _keys_tsquery(filters: list[tuple[str, list[str]]]) -> str:
+    return " & ".join("(" + " | ".join(facet_token(axis, v) for v in values) + ")" for axis, values in filters)
 
 
 def _axis_clause(axis: str, values: list[str], params: dict[str, Any], form: str, ident: str, dialect: str,
@@ -195,6 +249,7 @@ def where_clause(engine: Engine, query: str, filters: Filters, *, form: str = "e
     are put on the FTS row (f.rowid), so a notice row is fetched only for matches that passed them.
     "walk" (SQLite, words) makes the FTS match an id list too, with no join: the scan walks the date
     index and stops after a page, which beats sorting every match when the words match many notices.
+    With words, the taxonomy filters are matched in the full-text index (facet keys) in every form.
     """
     parsed = parse_query(query)
     params: dict[str, Any] = {}
@@ -213,7 +268,10 @@ def where_clause(engine: Engine, query: str, filters: Filters, *, form: str = "e
     # of the archive) costs more than probing it per notice. The narrowest guess drives: the most
     # specific id (most dots).
     axis_filters.sort(key=lambda item: -min(v.count(".") for v in item[1]))
-    for i, (axis, values) in enumerate(axis_filters):
+    # With words the filters are matched in the full-text index with them (facet keys, above); without,
+    # from the classification table.
+    keys_in_index = bool(axis_filters) and (fts or (dialect == "postgresql" and not parsed.empty))
+    for i, (axis, values) in enumerate([] if keys_in_index else axis_filters):
         first = i == 0 and form != "exists"
         where.append(_axis_clause(axis, values, params, "in" if first else "exists", ident if first else "n.id", dialect,
                                   list_sample if first else None))
@@ -232,19 +290,25 @@ def where_clause(engine: Engine, query: str, filters: Filters, *, form: str = "e
     elif filters.has_gtin is False:
         where.append("(n.gtin IS NULL OR n.gtin = '')")
     joins = ""
+    if fts:
+        # The query's words are looked for in the title and text only, never among the facet keys.
+        params["match"] = "{title text} : (" + fts5_expression(parsed) + ")"
+        if keys_in_index:
+            params["match"] += " AND facet_keys : (" + _keys_fts5(axis_filters) + ")"
     if fts and form == "walk":
-        params["match"] = fts5_expression(parsed)
         where.append("+n.id IN (SELECT rowid FROM notice_fts WHERE notice_fts MATCH :match)")
     elif fts:
-        params["match"] = fts5_expression(parsed)
         joins = "JOIN notice_fts f ON f.rowid = n.id"
         where.append("notice_fts MATCH :match")
     elif dialect == "sqlite" and parsed.excluded:
-        params["match"] = " OR ".join(f'"{w}"*' for w in parsed.excluded)
+        params["match"] = "{title text} : (" + " OR ".join(f'"{w}"*' for w in parsed.excluded) + ")"
         where.append("n.id NOT IN (SELECT rowid FROM notice_fts WHERE notice_fts MATCH :match)")
     elif dialect == "postgresql" and not parsed.empty:
         params["tsq"] = tsquery_expression(parsed)
         where.append("n.search_vector @@ to_tsquery('simple', :tsq)")
+        if keys_in_index:
+            params["keys"] = _keys_tsquery(axis_filters)
+            where.append("n.facet_vector @@ CAST(:keys AS tsquery)")
     return joins, where, params, parsed
 
 
@@ -299,7 +363,7 @@ def search(engine: Engine, query: str = "", filters: Filters | None = None, *, s
         params.update({"limit": limit, "offset": offset, "text_chars": SNIPPET_TEXT_CHARS})
         score = "NULL"
         if sort == "relevance" and dialect == "sqlite" and parsed.positive:
-            score = "-bm25(notice_fts, 4.0, 1.0)"
+            score = "-bm25(notice_fts, 4.0, 1.0, 0.0)"
         elif sort == "relevance" and dialect == "postgresql" and not parsed.empty:
             score = "ts_rank(n.search_vector, to_tsquery('simple', :tsq))"
         order = "n.published DESC NULLS LAST, n.id DESC"
@@ -344,14 +408,16 @@ class IdSample:
         return covered / (self.high - self.low + 1)
 
     def restrict(self, joins: str, where: list[str], params: dict[str, Any], dialect: str, *,
-                 words: bool = False) -> tuple[str, str, list[str]]:
+                 words: bool = False, per_match: bool = False) -> tuple[str, str, list[str]]:
         """(common table expression or "", FROM clause, conditions) of the notices `n` of a search, kept
         to the sample. With words on SQLite one arithmetic test per match, on the FTS row, as FTS5 walks
-        its match list anyway; otherwise each block is a range seek on the notice id, driven from a
-        small table of the blocks, so only sampled notices are read at all."""
-        if joins:
+        its match list anyway; so too with `per_match` (words on PostgreSQL that match fewer notices than
+        the sample holds: the GIN index lists them). Otherwise each block is a range seek on the notice
+        id, driven from a small table of the blocks, so only sampled notices are read at all."""
+        if joins or per_match:
             params.update(s_low=self.low, s_period=self.period, s_size=self.size)
-            return "", f"notice n {joins}", where + ["((+f.rowid - :s_low) % :s_period) < :s_size"]
+            ident = "+f.rowid" if joins else "n.id"
+            return "", f"notice n {joins}", where + [f"(({ident} - :s_low) % :s_period) < :s_size"]
         values = []
         for i, start in enumerate(range(self.low, self.high + 1, self.period)):
             params[f"s_lo_{i}"], params[f"s_hi_{i}"] = start, start + self.size - 1
@@ -362,7 +428,7 @@ class IdSample:
             # notices the blocks hold, and would otherwise scan every notice against every block. Without
             # words the columns a search and its facets read are all in ix_notice_sample (migration 0004),
             # so the sampled notices are read from that index alone.
-            columns = "n.id, n.source, n.published, n.gtin" + (", n.search_vector" if words else "")
+            columns = "n.id, n.source, n.published, n.gtin" + (", n.search_vector, n.facet_vector" if words else "")
             return (cte, f"s CROSS JOIN LATERAL (SELECT {columns} FROM notice n WHERE n.id BETWEEN s.lo AND s.hi OFFSET 0) n",
                     where)
         return cte, "s CROSS JOIN notice n", where + ["n.id BETWEEN s.lo AND s.hi"]
@@ -388,19 +454,22 @@ def id_sample(ids: tuple[int, int], fraction: float) -> IdSample | None:
     return IdSample(low=low, high=high, period=period, size=size)
 
 
-def sampled_where(engine: Engine, query: str, filters: Filters, sample: IdSample) -> tuple[str, str, list[str], dict[str, Any]]:
+def sampled_where(engine: Engine, query: str, filters: Filters, sample: IdSample,
+                  matches: int | None = None) -> tuple[str, str, list[str], dict[str, Any]]:
     """(common table expression or "", FROM clause, conditions, parameters) of the notices `n` a search
     matches, kept to `sample`. What drives the search is sampled, so the cost follows the sample's
-    matches: with words on SQLite the FTS match list; with a taxonomy filter its id list; otherwise
+    matches: with words the full-text match list (on PostgreSQL when `matches`, the search's total, is
+    below the number of notices the sample spans); with only a taxonomy filter its id list; otherwise
     ranges of notice ids."""
     dialect = engine.dialect.name
     parsed = parse_query(query)
-    if not (dialect == "sqlite" and parsed.positive) and any(getattr(filters, name) for name, _ in _AXES):
+    if parsed.empty and any(getattr(filters, name) for name, _ in _AXES):
         joins, where, params, parsed = where_clause(engine, query, filters, form="in", list_sample=sample)
         return "", f"notice n {joins}", where, params
-    # A probe per sampled notice is cheaper than building whole id lists, so "exists" here.
     joins, where, params, parsed = where_clause(engine, query, filters, form="exists")
-    cte, from_sql, where = sample.restrict(joins, where, params, dialect, words=not parsed.empty)
+    per_match = dialect == "postgresql" and not parsed.empty and matches is not None and \
+        matches < sample.fraction * (sample.high - sample.low + 1)
+    cte, from_sql, where = sample.restrict(joins, where, params, dialect, words=not parsed.empty, per_match=per_match)
     return cte, from_sql, where, params
 
 
@@ -410,10 +479,6 @@ def _count(connection, engine: Engine, query: str, filters: Filters, estimate_ab
     puts above it is returned as that estimate (three significant figures), not counted exactly.
     `ids` is the archive's id_range, when the caller has read it already."""
     joins, where, params, _ = where_clause(engine, query, filters, form="in")
-    if joins and not _needs_notice_row(filters):
-        # Every condition is on the FTS row: count there, without fetching a single notice row. Cheap
-        # enough to be exact at any size.
-        return connection.execute(text(f"SELECT count(*) FROM notice_fts f {where_sql(where)}"), params).scalar_one(), False
     if estimate_above:
         low, high = ids = ids or id_range(connection)
         span = high - low + 1
@@ -425,6 +490,9 @@ def _count(connection, engine: Engine, query: str, filters: Filters, estimate_ab
             estimate = in_sample / sample.fraction
             if estimate > estimate_above:
                 return _three_figures(estimate), True
+    if joins and not _needs_notice_row(filters):
+        # Every condition is on the FTS row: count there, without fetching a single notice row.
+        return connection.execute(text(f"SELECT count(*) FROM notice_fts f {where_sql(where)}"), params).scalar_one(), False
     return connection.execute(text(f"SELECT count(*) FROM notice n {joins} {where_sql(where)}"), params).scalar_one(), False
 
 

@@ -108,6 +108,7 @@ def bulk_archive(engine, n: int) -> None:
     from sqlalchemy import insert
 
     from radar.models import Classification, Notice
+    from radar.search import refresh_facet_keys
 
     rows = [dict(source="eu_safety_gate_alerts", source_id=f"b{i}", url=f"https://example.org/b{i}",
                  title=f"Notice {i}", text=("USB charger overheats" if i % 2 else "Plush toy seams open"),
@@ -122,3 +123,4 @@ def bulk_archive(engine, n: int) -> None:
             dict(notice_id=nid, notice_version=1, axis="category", value="cat.toys", method="text", evidence="",
                  pipeline_version="test")
             for i, nid in enumerate(ids) if i % 3 == 0])
+        refresh_facet_keys(connection, ids)  # as the classify stage does after its bulk insert

@@ -197,3 +197,94 @@ def test_sampled_facet_counts_are_close_to_exact_whatever_drives_the_sample(big_
             assert got.keys() == want.keys(), (query, filters, name)
             for value, count in want.items():
                 assert abs(got[value] - count) <= 0.1 * count + 5, (query, filters, name, value, got[value], count)
+
+
+# -- facet keys: the taxonomy filters inside the full-text index --------------------------------------
+
+
+def test_facet_keys_file_a_notice_under_each_ancestor_and_leave_out_side_roles():
+    from radar.search import facet_keys, facet_token
+
+    keys = facet_keys([("category", "cat.toys.magnetic", None), ("jurisdiction", "juris.eu.de", "notified_by"),
+                       ("jurisdiction", "juris.cn", "origin"), ("hazard", "hazard.fire", "inferred"),
+                       ("gtin", "4006381333931", "gtin"), ("category", "cat.toys", None)]).split()
+    assert sorted(keys) == sorted({facet_token("category", "cat"), facet_token("category", "cat.toys"),
+                                   facet_token("category", "cat.toys.magnetic"), facet_token("jurisdiction", "juris"),
+                                   facet_token("jurisdiction", "juris.eu"), facet_token("jurisdiction", "juris.eu.de")})
+    assert all(k.isalnum() and k == k.lower() for k in keys)  # one token each for FTS5 and PostgreSQL
+    assert facet_token("category", "cat.toys") != facet_token("hazard", "cat.toys")
+    assert facet_keys([]) == ""
+
+
+def test_findings_written_through_the_orm_keep_the_facet_keys_in_step(archive):
+    from sqlmodel import Session, select
+
+    from radar.models import Notice
+
+    assert ids(search(archive, "magnetic", Filters(hazards=["hazard.choking"]))) == ["n3"]
+    with session_scope(archive) as session:
+        n3 = session.exec(select(Notice).where(Notice.source_id == "n3")).one()
+        for finding in session.exec(select(Classification).where(Classification.notice_id == n3.id,
+                                                                 Classification.axis == "hazard")):
+            session.delete(finding)
+        session.add(Classification(notice_id=n3.id, notice_version=1, axis="hazard", value="hazard.ingestion",
+                                   method="text", pipeline_version="test"))
+    assert ids(search(archive, "magnetic", Filters(hazards=["hazard.choking"]))) == []
+    assert ids(search(archive, "magnetic", Filters(hazards=["hazard"]))) == ["n3"]
+    with Session(archive) as session:
+        keys = session.exec(select(Notice.facet_keys).where(Notice.source_id == "n3")).one()
+    assert keys and all(k.startswith("f") for k in keys.split())
+
+
+@pytest.mark.parametrize("query", ["f6", "f63", "F63617465676f7279", "facet_keys", "facet_keys:f6", "f6 OR charger"])
+def test_query_words_never_match_the_facet_keys(archive, query):
+    """Every notice has facet tokens starting f6…; a query word is looked for in the title and text only."""
+    found = {h.source_id for h in search(archive, query).hits}
+    assert found == ({"n1", "n2", "n5"} if "charger" in query else set())  # only the chargers' own words
+
+
+def test_word_and_filter_searches_agree_with_the_classification_table(archive):
+    """The same filter matched in the full-text index (with words) and from the findings (without)."""
+    for filters in (Filters(jurisdictions=["juris.eu"]), Filters(categories=["cat.electrical"]),
+                    Filters(hazards=["hazard.electric_shock", "hazard.fire"]),
+                    Filters(jurisdictions=["juris.eu.de"], categories=["cat.toys"])):
+        without_words = set(ids(search(archive, "", filters)))
+        everything = set(ids(search(archive, "")))
+        for query in ("charger", "-zeppelin", "doll OR magnetic OR charger"):
+            matched = set(ids(search(archive, query))) & without_words
+            assert set(ids(search(archive, query, filters))) == matched, (query, filters)
+        assert without_words <= everything
+
+
+def test_upgrading_an_archive_fills_in_its_facet_keys(db_url):
+    """Revision 0005 on an archive classified before it: the keys come from the stored findings."""
+    from alembic import command
+    from sqlalchemy import inspect, text
+
+    from radar.db import alembic_config, get_engine
+
+    engine = get_engine(db_url)
+    with session_scope(engine) as session:
+        result = store_items(session, [NoticeItem(source="eu_safety_gate_alerts", source_id=sid, url=f"https://example.org/{sid}",
+                                                  title=title, text=body, published=day, raw_body=sid.encode())
+                                       for sid, title, body, day, _ in NOTICES])
+        for notice_id, (_, _, _, _, findings) in zip(result.notice_ids, NOTICES):
+            for axis, value, role in findings:
+                session.add(Classification(notice_id=notice_id, notice_version=1, axis=axis, value=value, method="text",
+                                           role=role, pipeline_version="test"))
+    expected = ids(search(engine, "charger", Filters(jurisdictions=["juris.eu.de"])))
+    assert expected == ["n1"]
+    cfg = alembic_config(engine)
+    with engine.begin() as connection:
+        cfg.attributes["connection"] = connection
+        command.downgrade(cfg, "0004")
+    with engine.connect() as connection:
+        assert "facet_keys" not in [c["name"] for c in inspect(connection).get_columns("notice")]
+    with engine.begin() as connection:
+        cfg.attributes["connection"] = connection
+        command.upgrade(cfg, "head")
+    with engine.connect() as connection:
+        filled = connection.execute(text("SELECT count(*) FROM notice WHERE facet_keys <> ''")).scalar_one()
+    assert filled == len(NOTICES)
+    assert ids(search(engine, "charger", Filters(jurisdictions=["juris.eu.de"]))) == expected
+    assert ids(search(engine, "charger")) == ["n1", "n2", "n5"]  # the text index was rebuilt with the keys

@@ -100,7 +100,7 @@ def facet_counts(engine: Engine, query: str, filters: Filters | None = None, *, 
             total = count_matching(engine, query, filters)
         sample = id_sample(id_range(connection), sample_above / total) if sample_above and total > sample_above else None
         if sample:
-            cte, from_sql, where, params = sampled_where(engine, query, filters, sample)
+            cte, from_sql, where, params = sampled_where(engine, query, filters, sample, matches=total)
         else:
             joins, where, params, _ = where_clause(engine, query, filters, form="in")
             cte, from_sql = "", f"notice n {joins}"
