@@ -30,6 +30,9 @@ def _sqlite_pragmas(dbapi_connection, _record) -> None:
     cursor.execute("PRAGMA journal_mode=WAL")
     cursor.execute("PRAGMA foreign_keys=ON")
     cursor.execute("PRAGMA busy_timeout=30000")
+    # A search fetches notice rows at random (each match's date, GTIN, source): through a memory map that
+    # costs about half what it costs through read() into SQLite's small page cache.
+    cursor.execute(f"PRAGMA mmap_size={max(int(get_settings().sqlite_mmap_mb), 0) * 1024 * 1024}")
     cursor.close()
 
 

@@ -347,36 +347,60 @@ def search(engine: Engine, query: str = "", filters: Filters | None = None, *, s
     with engine.connect() as connection:
         total, approximate = None, False
         walk = False
+        score = "NULL"
+        if sort == "relevance" and dialect == "sqlite" and parsed.positive:
+            score = "-bm25(notice_fts, 4.0, 1.0, 0.0)"
+        elif sort == "relevance" and dialect == "postgresql" and not parsed.empty:
+            score = "ts_rank(n.search_vector, to_tsquery('simple', :tsq))"
+        # Sorting by relevance scores and sorts every match, so that statement counts them too.
+        count_with_page = score != "NULL"
         if not parsed.empty and sort == "date":
             # With words, the match list could be paged two ways: fetch and sort every match, or walk the
             # notices in date order and check each against the list, stopping after a page. The count
-            # decides (and is needed anyway): walking a date index past non-matches costs about a tenth
-            # of fetching and sorting one match.
+            # decides: walking a date index past non-matches costs about a tenth of fetching and sorting
+            # one match. A total estimated from a sample is enough to decide; one small enough to be
+            # counted exactly is counted by the statement that sorts the matches (every match is read
+            # either way), unless SQLite can count it in the FTS index alone.
             low, high = ids = id_range(connection)
-            total, approximate = _count(connection, engine, query, filters, estimate_above, ids)
-            walk = total * total * _WALK_ADVANTAGE > (offset + limit) * (high - low + 1)
+            fts_count = dialect == "sqlite" and parsed.positive and not _needs_notice_row(filters)
+            if estimate_above and not fts_count:
+                estimate = _estimate(connection, engine, query, filters, estimate_above, ids)
+                if estimate is not None and estimate > estimate_above:
+                    total, approximate = _three_figures(estimate), True
+                else:
+                    count_with_page = True
+            else:
+                total, approximate = _count(connection, engine, query, filters, estimate_above, ids)
+            if total is not None:
+                walk = total * total * _WALK_ADVANTAGE > (offset + limit) * (high - low + 1)
         if dialect == "sqlite" and parsed.positive:
             form = "walk" if walk else "in"
         else:
             form = "exists"  # without words the date-ordered scan stops after one page
         joins, where, params, parsed = where_clause(engine, query, filters, form=form)
         params.update({"limit": limit, "offset": offset, "text_chars": SNIPPET_TEXT_CHARS})
-        score = "NULL"
-        if sort == "relevance" and dialect == "sqlite" and parsed.positive:
-            score = "-bm25(notice_fts, 4.0, 1.0, 0.0)"
-        elif sort == "relevance" and dialect == "postgresql" and not parsed.empty:
-            score = "ts_rank(n.search_vector, to_tsquery('simple', :tsq))"
-        order = "n.published DESC NULLS LAST, n.id DESC"
-        if score != "NULL":
-            order = f"{score} DESC, {order}"
-        elif dialect == "postgresql" and total is not None and not walk:
-            # Few matches: "+ 0" keeps PostgreSQL from walking the order index past every non-match (it
-            # guesses matches are common); it fetches the matches from the GIN index and sorts them.
-            order = "(n.published + 0) DESC NULLS LAST, n.id DESC"
-        sql = (f"SELECT n.id, n.source, n.source_id, n.title, n.url, n.published, substr(n.text, 1, :text_chars) AS text, "
-               f"{score} AS score FROM notice n {joins} {where_sql(where)} ORDER BY {order} LIMIT :limit OFFSET :offset")
+        columns = "n.id, n.source, n.source_id, n.title, n.url, n.published, substr(n.text, 1, :text_chars) AS text"
+        if count_with_page:
+            # The matches' ids, dates and scores are kept once (MATERIALIZED), counted, and sorted; only
+            # the page's notices are fetched whole.
+            order = ("p.score DESC, " if score != "NULL" else "") + "p.published DESC NULLS LAST, p.id DESC"
+            sql = (f"WITH m AS MATERIALIZED (SELECT n.id AS id, n.published AS published, {score} AS score "
+                   f"FROM notice n {joins} {where_sql(where)}), "
+                   f"p AS (SELECT id, published, score FROM m ORDER BY {order.replace('p.', '')} LIMIT :limit OFFSET :offset) "
+                   f"SELECT {columns}, p.score AS score, (SELECT count(*) FROM m) AS total "
+                   f"FROM p JOIN notice n ON n.id = p.id ORDER BY {order}")
+        else:
+            order = "n.published DESC NULLS LAST, n.id DESC"
+            if dialect == "postgresql" and total is not None and not walk:
+                # Few matches: "+ 0" keeps PostgreSQL from walking the order index past every non-match (it
+                # guesses matches are common); it fetches the matches from the GIN index and sorts them.
+                order = "(n.published + 0) DESC NULLS LAST, n.id DESC"
+            sql = (f"SELECT {columns}, NULL AS score FROM notice n {joins} {where_sql(where)} "
+                   f"ORDER BY {order} LIMIT :limit OFFSET :offset")
         rows = connection.execute(text(sql), params).all()
-        if total is None:
+        if count_with_page and rows:
+            total = rows[0].total
+        elif total is None:
             if len(rows) < limit and (rows or offset == 0):
                 total = offset + len(rows)  # the last page: everything before it and on it is the whole result
             else:
@@ -473,23 +497,30 @@ def sampled_where(engine: Engine, query: str, filters: Filters, sample: IdSample
     return cte, from_sql, where, params
 
 
+def _estimate(connection, engine: Engine, query: str, filters: Filters, estimate_above: int,
+              ids: tuple[int, int]) -> float | None:
+    """How many notices the search matches, estimated from a sample of about `estimate_above` notices of
+    the archive (`ids`, its id_range); None when the archive is too small for a sample to pay."""
+    low, high = ids
+    span = high - low + 1
+    if span <= 2 * estimate_above:
+        return None
+    sample = id_sample(ids, estimate_above / span)
+    cte, from_sql, where, params = sampled_where(engine, query, filters, sample)
+    sql = f"{'WITH ' + cte if cte else ''} SELECT count(*) FROM {from_sql} {where_sql(where)}"
+    return connection.execute(text(sql), params).scalar_one() / sample.fraction
+
+
 def _count(connection, engine: Engine, query: str, filters: Filters, estimate_above: int | None = None,
            ids: tuple[int, int] | None = None) -> tuple[int, bool]:
     """(total, approximate). With `estimate_above`, a total that a sample of about that many notices
     puts above it is returned as that estimate (three significant figures), not counted exactly.
     `ids` is the archive's id_range, when the caller has read it already."""
-    joins, where, params, _ = where_clause(engine, query, filters, form="in")
     if estimate_above:
-        low, high = ids = ids or id_range(connection)
-        span = high - low + 1
-        sample = id_sample(ids, estimate_above / span) if span > 2 * estimate_above else None
-        if sample is not None:
-            cte, from_sql, s_where, s_params = sampled_where(engine, query, filters, sample)
-            sql = f"{'WITH ' + cte if cte else ''} SELECT count(*) FROM {from_sql} {where_sql(s_where)}"
-            in_sample = connection.execute(text(sql), s_params).scalar_one()
-            estimate = in_sample / sample.fraction
-            if estimate > estimate_above:
-                return _three_figures(estimate), True
+        estimate = _estimate(connection, engine, query, filters, estimate_above, ids or id_range(connection))
+        if estimate is not None and estimate > estimate_above:
+            return _three_figures(estimate), True
+    joins, where, params, _ = where_clause(engine, query, filters, form="in")
     if joins and not _needs_notice_row(filters):
         # Every condition is on the FTS row: count there, without fetching a single notice row.
         return connection.execute(text(f"SELECT count(*) FROM notice_fts f {where_sql(where)}"), params).scalar_one(), False
