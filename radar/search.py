@@ -209,7 +209,7 @@ def _keys_tsquery(filters: list[tuple[str, list[str]]]) -> str:
     return " & ".join("(" + " | ".join(facet_token(axis, v) for v in values) + ")" for axis, values in filters)
 
 
-def _axis_clause(axis: str, values: list[str], params: dict[str, Any], form: str, ident: str, dialect: str,
+def _axis_clause(axis: str, values: list[str], params: dict[str, Any], form: str, dialect: str,
                  sample: "IdSample | None" = None) -> str:
     """One taxonomy filter: the notice has a finding on `axis` equal to one of `values` or below it.
 
@@ -231,25 +231,24 @@ def _axis_clause(axis: str, values: list[str], params: dict[str, Any], form: str
         if sample is not None:  # only the sampled ids of the list: the sample costs what it holds
             params.update(s_low=sample.low, s_period=sample.period, s_size=sample.size)
             condition += " AND ((c.notice_id - :s_low) % :s_period) < :s_size"
-        return f"{ident} IN (SELECT c.notice_id FROM classification c WHERE {condition})"
+        return f"n.id IN (SELECT c.notice_id FROM classification c WHERE {condition})"
     # OFFSET 0 keeps PostgreSQL from turning the probe into a join that hashes every finding of the axis
     # (it misjudges how many a range of ids holds, and the probe is what was asked for).
     fence = " OFFSET 0" if dialect == "postgresql" else ""
-    return f"EXISTS (SELECT 1 FROM classification c WHERE c.notice_id = {ident} AND {condition}{fence})"
+    return f"EXISTS (SELECT 1 FROM classification c WHERE c.notice_id = n.id AND {condition}{fence})"
 
 
 def where_clause(engine: Engine, query: str, filters: Filters, *, form: str = "exists",
                  list_sample: "IdSample | None" = None) -> tuple[str, list[str], dict[str, Any], ParsedQuery]:
     """(joins, conditions, parameters, parsed query) selecting the notices `n` a search matches.
 
-    form "exists" checks each taxonomy filter with a correlated EXISTS per notice: best for finding one
-    page of a search without words (the scan walks the date index and stops after a page). "in" builds
-    the narrowest filter's id list from the (axis, value, notice_id) index: best for counting, and for
-    a page of a search with few matching words on SQLite. There the conditions that need only the id
-    are put on the FTS row (f.rowid), so a notice row is fetched only for matches that passed them.
-    "walk" (SQLite, words) makes the FTS match an id list too, with no join: the scan walks the date
-    index and stops after a page, which beats sorting every match when the words match many notices.
-    With words, the taxonomy filters are matched in the full-text index (facet keys) in every form.
+    With words, the taxonomy filters are matched in the full-text index with them (facet keys, above).
+    Without, they are read from the classification table: form "exists" checks each with a correlated
+    EXISTS per notice, best for finding one page (the scan walks the date index and stops after a page);
+    "in" builds the narrowest filter's id list from the (axis, value, notice_id) index, best for
+    counting. On SQLite, "in" with words joins the FTS match to the notices (best for sorting few
+    matches) and "walk" makes the FTS match an id list, with no join: the scan walks the date index and
+    stops after a page, which beats sorting every match when the words match many notices.
     """
     parsed = parse_query(query)
     params: dict[str, Any] = {}
@@ -260,21 +259,15 @@ def where_clause(engine: Engine, query: str, filters: Filters, *, form: str = "e
     fts = dialect == "sqlite" and parsed.positive
     if form == "walk" and not fts:
         form = "exists"
-    # The unary + keeps SQLite from using the list as the way in (a rowid lookup per listed id, or for
-    # FTS5 a MATCH run per id): the driving scan is walked once and each id checked against the list.
-    ident = {"in": "+f.rowid", "walk": "+n.id"}.get(form, "n.id") if fts else "n.id"
     axis_filters = [(axis, getattr(filters, name)) for name, axis in _AXES if getattr(filters, name)]
     # One id list is enough to drive a count; building a second one for a broad filter (juris.eu: most
     # of the archive) costs more than probing it per notice. The narrowest guess drives: the most
     # specific id (most dots).
     axis_filters.sort(key=lambda item: -min(v.count(".") for v in item[1]))
-    # With words the filters are matched in the full-text index with them (facet keys, above); without,
-    # from the classification table.
     keys_in_index = bool(axis_filters) and (fts or (dialect == "postgresql" and not parsed.empty))
     for i, (axis, values) in enumerate([] if keys_in_index else axis_filters):
         first = i == 0 and form != "exists"
-        where.append(_axis_clause(axis, values, params, "in" if first else "exists", ident if first else "n.id", dialect,
-                                  list_sample if first else None))
+        where.append(_axis_clause(axis, values, params, "in" if first else "exists", dialect, list_sample if first else None))
     if filters.sources:
         for i, source in enumerate(filters.sources):
             params[f"f_source_{i}"] = source
@@ -296,6 +289,8 @@ def where_clause(engine: Engine, query: str, filters: Filters, *, form: str = "e
         if keys_in_index:
             params["match"] += " AND facet_keys : (" + _keys_fts5(axis_filters) + ")"
     if fts and form == "walk":
+        # The unary + keeps SQLite from using the list as the way in (an FTS5 MATCH run per id): the date
+        # index is walked once and each id checked against the list.
         where.append("+n.id IN (SELECT rowid FROM notice_fts WHERE notice_fts MATCH :match)")
     elif fts:
         joins = "JOIN notice_fts f ON f.rowid = n.id"

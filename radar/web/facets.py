@@ -1,9 +1,10 @@
 """Facet counts for a search: how many matching notices fall in each source, market, category, hazard,
 policy class, year and has-GTIN value (GROUP BY over the matching notices).
 
-The matching notices are exactly radar.search's: the same where_clause, in its "in" form, which builds
-the narrowest filter's id list from the (axis, value, notice_id) index; a sample takes
-radar.search.sampled_where, which samples whatever drives the search.
+The matching notices are exactly radar.search's: the same where_clause, in its "in" form (with words,
+the full-text index matches words and filters together; without, the narrowest filter's id list comes
+from the (axis, value, notice_id) index); a sample takes radar.search.sampled_where, which samples
+whatever drives the search.
 
 A search matching a large part of the archive would make exact facet counts cost a pass over most
 classification rows. Above ``sample_above`` matches the counts come from radar.search's systematic
