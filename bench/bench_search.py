@@ -301,7 +301,8 @@ def run_queries(engine, repeat: int, sample_above: int, time_limit: float,
             t0 = time.perf_counter()
             result = run_search(engine, query.q, filters, sort=query.sort, limit=20, estimate_above=estimate_above)
             t1 = time.perf_counter()
-            counted = facet_counts(engine, query.q, filters, total=result.total, sample_above=sample_above, time_limit=time_limit)
+            counted = facet_counts(engine, query.q, filters, total=result.total, sample_above=sample_above, time_limit=time_limit,
+                                   match_ids=result.match_ids)
             t2 = time.perf_counter()
             timeouts += counted.timed_out
             searches.append((t1 - t0) * 1000)

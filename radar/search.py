@@ -8,6 +8,7 @@ fragments in a query are just more words.
 
 from __future__ import annotations
 
+import json
 import math
 import re
 from dataclasses import asdict, dataclass, field
@@ -136,6 +137,12 @@ class SearchResult:
     offset: int = 0
     limit: int = 20
     approximate: bool = False  # total estimated from a sample of the archive (see search's estimate_above)
+    # The id of every match, when the search read them all to count them (at most MATCH_IDS_KEPT):
+    # radar.web.facets.facet_counts counts from these instead of running the search again.
+    match_ids: list[int] | None = field(default=None, repr=False)
+
+
+MATCH_IDS_KEPT = 50_000
 
 
 @dataclass
@@ -378,11 +385,17 @@ def search(engine: Engine, query: str = "", filters: Filters | None = None, *, s
         if count_with_page:
             # The matches' ids, dates and scores are kept once (MATERIALIZED), counted, and sorted; only
             # the page's notices are fetched whole.
+            # The first row also carries every match's id (for the facet counts), unless there are too many.
             order = ("p.score DESC, " if score != "NULL" else "") + "p.published DESC NULLS LAST, p.id DESC"
+            all_ids = "json_group_array(id)" if dialect == "sqlite" else "array_agg(id)"
+            params["ids_kept"] = MATCH_IDS_KEPT
             sql = (f"WITH m AS MATERIALIZED (SELECT n.id AS id, n.published AS published, {score} AS score "
                    f"FROM notice n {joins} {where_sql(where)}), "
-                   f"p AS (SELECT id, published, score FROM m ORDER BY {order.replace('p.', '')} LIMIT :limit OFFSET :offset) "
-                   f"SELECT {columns}, p.score AS score, (SELECT count(*) FROM m) AS total "
+                   f"p AS (SELECT id, published, score, row_number() OVER (ORDER BY {order.replace('p.', '')}) AS rn "
+                   f"FROM m ORDER BY {order.replace('p.', '')} LIMIT :limit OFFSET :offset) "
+                   f"SELECT {columns}, p.score AS score, (SELECT count(*) FROM m) AS total, "
+                   f"CASE WHEN p.rn = :offset + 1 AND (SELECT count(*) FROM m) <= :ids_kept "
+                   f"THEN (SELECT {all_ids} FROM m) END AS match_ids "
                    f"FROM p JOIN notice n ON n.id = p.id ORDER BY {order}")
         else:
             order = "n.published DESC NULLS LAST, n.id DESC"
@@ -393,15 +406,20 @@ def search(engine: Engine, query: str = "", filters: Filters | None = None, *, s
             sql = (f"SELECT {columns}, NULL AS score FROM notice n {joins} {where_sql(where)} "
                    f"ORDER BY {order} LIMIT :limit OFFSET :offset")
         rows = connection.execute(text(sql), params).all()
+        match_ids = None
         if count_with_page and rows:
             total = rows[0].total
+            match_ids = rows[0].match_ids
+            if isinstance(match_ids, str):  # SQLite's JSON array
+                match_ids = json.loads(match_ids)
         elif total is None:
             if len(rows) < limit and (rows or offset == 0):
                 total = offset + len(rows)  # the last page: everything before it and on it is the whole result
             else:
                 total, approximate = _count(connection, engine, query, filters, estimate_above)
         hits = hits_from_rows(connection, rows, parsed, snippet_words)
-    return SearchResult(query=query, total=total, hits=hits, offset=offset, limit=limit, approximate=approximate)
+    return SearchResult(query=query, total=total, hits=hits, offset=offset, limit=limit, approximate=approximate,
+                        match_ids=match_ids)
 
 
 # -- counting -------------------------------------------------------------------------------------

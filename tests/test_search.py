@@ -199,6 +199,47 @@ def test_sampled_facet_counts_are_close_to_exact_whatever_drives_the_sample(big_
                 assert abs(got[value] - count) <= 0.1 * count + 5, (query, filters, name, value, got[value], count)
 
 
+
+def test_a_search_that_read_every_match_hands_their_ids_to_the_facet_counts(big_archive):
+    """A total counted with the page comes with every match's id; the facets counted from them are the
+    facets counted by running the search again, exactly or from a sample."""
+    from radar.web.facets import facet_counts
+
+    cases = (("charger", Filters(since=date(2022, 1, 1)), "date"), ("charger", Filters(categories=["cat.toys"]), "date"),
+             ("toy", Filters(), "relevance"), ("-charger", Filters(categories=["cat.toys"]), "date"))
+    for query, filters, sort in cases:
+        result = search(big_archive, query, filters, sort=sort, estimate_above=10_000)
+        exact = facet_counts(big_archive, query, filters)
+        if result.match_ids is None:  # SQLite counts these in its FTS index alone, and reads no match
+            assert big_archive.dialect.name == "sqlite" and sort == "date" and not filters.since
+            continue
+        assert sorted(result.match_ids) == sorted(set(result.match_ids)) and len(result.match_ids) == result.total == exact.total
+        from_ids = facet_counts(big_archive, query, filters, match_ids=result.match_ids)
+        assert from_ids.as_json() == exact.as_json(), (query, filters, sort)
+        sampled = facet_counts(big_archive, query, filters, match_ids=result.match_ids, sample_above=200)
+        assert sampled.approximate and sampled.total == exact.total
+        for name in ("source", "category"):
+            want = {v.value: v.count for v in exact.values[name]}
+            got = {v.value: v.count for v in sampled.values[name]}
+            for value, count in want.items():
+                assert abs(got.get(value, 0) - count) <= 0.1 * count + 5, (query, filters, name, value)
+    # A later page carries the ids too; a page past the end has none, and its total is still right.
+    later = search(big_archive, "charger", Filters(since=date(2022, 1, 1)), offset=40, estimate_above=10_000)
+    first = search(big_archive, "charger", Filters(since=date(2022, 1, 1)), estimate_above=10_000)
+    assert later.total == first.total
+    if first.match_ids is not None:
+        assert sorted(later.match_ids) == sorted(first.match_ids)
+    past = search(big_archive, "charger", Filters(since=date(2022, 1, 1)), offset=first.total + 100, estimate_above=10_000)
+    assert (past.hits, past.total, past.match_ids) == ([], first.total, None)
+
+
+def test_facets_of_no_match_are_empty_without_a_query(big_archive):
+    from radar.web.facets import facet_counts
+
+    facets = facet_counts(big_archive, "zeppelin", Filters(), total=0, keep={"category": ["cat.toys"]})
+    assert facets.total == 0 and facets.years == [] and facets.gtin == {"yes": 0, "no": 0}
+    assert [(v.value, v.count) for v in facets.values["category"]] == [("cat.toys", 0)]
+
 # -- facet keys: the taxonomy filters inside the full-text index --------------------------------------
 
 

@@ -248,7 +248,8 @@ def api_search(
             settings = get_settings()
             counted = facet_counts(request.app.state.engine, q, filters, total=result.total,
                                    sample_above=int(settings.web_facet_sample_above),
-                                   time_limit=int(settings.web_facet_time_limit_ms) / 1000).as_json()
+                                   time_limit=int(settings.web_facet_time_limit_ms) / 1000,
+                                   match_ids=result.match_ids).as_json()
     except SearchQueryError as exc:
         raise HTTPException(400, str(exc)) from None
     return SearchOut(query=q, total=result.total, total_approximate=result.approximate, offset=offset, limit=limit,

@@ -13,7 +13,9 @@ sample of notice ids (IdSample), scaled by total / matches in the sample, and ma
 
 from __future__ import annotations
 
+import json
 import logging
+import math
 import time
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -82,7 +84,8 @@ def _time_limit(connection, engine: Engine, seconds: float | None):
 
 def facet_counts(engine: Engine, query: str, filters: Filters | None = None, *, total: int | None = None,
                  sample_above: int | None = None, values_per_facet: int = FACET_VALUES,
-                 keep: dict[str, list[str]] | None = None, time_limit: float | None = None) -> Facets:
+                 keep: dict[str, list[str]] | None = None, time_limit: float | None = None,
+                 match_ids: list[int] | None = None) -> Facets:
     """How many of the notices matching `query` and `filters` fall in each source, market, category,
     hazard, policy class, year and has-GTIN value. Counts are distinct notices; a country a product only
     comes from (role origin) is not counted as its market, as in the market filter. Values in `keep`
@@ -90,22 +93,38 @@ def facet_counts(engine: Engine, query: str, filters: Filters | None = None, *, 
 
     With `time_limit` (seconds), counting that takes longer is abandoned: the result then has
     ``timed_out`` set and no values, and the page says so rather than keep the user waiting.
+
+    `match_ids`, the search's SearchResult.match_ids (every match's id, when the search read them all),
+    are counted instead of running the search again; above `sample_above` an evenly spaced part of them.
     """
     started = time.perf_counter()
     filters = filters or Filters()
     sqlite = engine.dialect.name == "sqlite"
     year = "substr(n.published, 1, 4)" if sqlite else "CAST(EXTRACT(YEAR FROM n.published) AS TEXT)"
     axes = ", ".join(f"'{axis}'" for axis in AXIS_FACETS.values())
+    if match_ids is not None:
+        total = len(match_ids)
     with engine.connect() as connection:
         if total is None:
             total = count_matching(engine, query, filters)
-        sample = id_sample(id_range(connection), sample_above / total) if sample_above and total > sample_above else None
-        if sample:
+        if not total:
+            return _facets(total, False, [], values_per_facet, keep, started)
+        sampled = bool(sample_above) and total > sample_above
+        sample = id_sample(id_range(connection), sample_above / total) if sampled and match_ids is None else None
+        if sampled and match_ids is None and sample is None:
+            sampled = False  # the archive emptied meanwhile: nothing to sample
+        if match_ids is not None:
+            ids = sorted(match_ids)
+            if sampled:
+                ids = ids[::math.ceil(len(ids) / sample_above)]
+            # Read by id: on PostgreSQL from ix_notice_sample alone (it holds every column read here).
+            cte, from_sql, params = "", "notice n", {"ids": json.dumps(ids) if sqlite else ids}
+            where = ["n.id IN (SELECT value FROM json_each(:ids))" if sqlite else "n.id = ANY(:ids)"]
+        elif sample is not None:
             cte, from_sql, where, params = sampled_where(engine, query, filters, sample, matches=total)
         else:
             joins, where, params, _ = where_clause(engine, query, filters, form="in")
             cte, from_sql = "", f"notice n {joins}"
-        sampled = sample is not None
         # One statement, the matching notices read once (MATERIALIZED) and grouped two ways. Their findings
         # are fetched per notice from the (notice_id, axis, value, role) index, never by scanning every
         # finding of an axis and probing the match set: SQLite keeps CROSS JOIN's order; PostgreSQL is
@@ -135,6 +154,13 @@ def facet_counts(engine: Engine, query: str, filters: Filters | None = None, *, 
             connection.rollback()
             log.info("facet counts of %r abandoned after %.1f s", query[:80], time.perf_counter() - started)
             return Facets(total=total, approximate=sampled, timed_out=True, seconds=time.perf_counter() - started)
+    return _facets(total, sampled, rows, values_per_facet, keep, started)
+
+
+def _facets(total: int, sampled: bool, rows, values_per_facet: int, keep: dict[str, list[str]] | None,
+            started: float) -> Facets:
+    """Facets from the counting statement's rows: ('notice', source, year, has GTIN, count) and
+    ('finding', axis, value, 0, count), scaled up to `total` when they counted a sample."""
     notice_rows = [(a, b, g, hits) for kind, a, b, g, hits in rows if kind == "notice"]
     in_sample = sum(row[3] for row in notice_rows)
     scale = (total / in_sample) if sampled and in_sample else 1.0

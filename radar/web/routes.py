@@ -207,7 +207,7 @@ def hit_views(hits, tax, source_titles: dict[str, str]) -> list[HitView]:
     return out
 
 
-def cached_facets(request: Request, params: SearchParams, filters, total: int) -> Facets:
+def cached_facets(request: Request, params: SearchParams, filters, total: int, match_ids: list[int] | None = None) -> Facets:
     """Facet counts, kept for a few seconds: paging through one search should not count it again."""
     cache: dict = request.app.state.facet_cache
     key = (params.q, repr(filters), total)
@@ -220,7 +220,7 @@ def cached_facets(request: Request, params: SearchParams, filters, total: int) -
     keep["market"] = list(filters.jurisdictions)
     settings = get_settings()
     facets = facet_counts(_engine(request), params.q, filters, total=total, sample_above=int(settings.web_facet_sample_above),
-                          keep=keep, time_limit=int(settings.web_facet_time_limit_ms) / 1000)
+                          keep=keep, time_limit=int(settings.web_facet_time_limit_ms) / 1000, match_ids=match_ids)
     with _facet_lock:  # pages are served from a thread pool
         if len(cache) >= FACET_CACHE_SIZE:
             cache.pop(next(iter(cache)))
@@ -251,7 +251,7 @@ def search_page(request: Request, user: User = Depends(require_user)):
             started = time.perf_counter()
             result = run_search(_engine(request), params.q, filters, sort=params.sort, limit=size, offset=(params.page - 1) * size,
                                 estimate_above=int(get_settings().web_count_estimate_above) or None)
-            facets = cached_facets(request, params, filters, result.total)
+            facets = cached_facets(request, params, filters, result.total, result.match_ids)
             context.update(
                 hits=hit_views(result.hits, tax, source_titles), total=result.total, total_approximate=result.approximate,
                 facets=facet_groups(params, facets, tax, source_titles), approximate=facets.approximate,
