@@ -118,7 +118,7 @@ def test_admin_changes_a_role_and_resets_a_password(site):
 
     reset = post_form(admin, "/users", f"/users/{vera.id}/password", {"password": "a-new-password"})
     assert reset.status_code == 303
-    assert flashes(admin.get("/users").text) == ["New password set for vera."]
+    assert flashes(admin.get("/users").text) == ["New password set for vera. Their sessions have ended."]
     assert authenticate(site, "vera", PASSWORDS["vera"]) is None
     assert authenticate(site, "vera", "a-new-password").username == "vera"
     short = post_form(admin, "/users", f"/users/{vera.id}/password", {"password": "short"})
@@ -127,6 +127,43 @@ def test_admin_changes_a_role_and_resets_a_password(site):
     assert authenticate(site, "vera", "a-new-password") is not None
     assert post_form(admin, "/users", "/users/999999/role", {"role": "viewer"}).status_code == 404
 
+
+
+def test_a_new_password_ends_the_users_open_sessions(site):
+    """Whoever logged in with the old password (the user on another machine, or someone who stole it)
+    is logged out by a reset, on the page or with `radar users set-password`; the admin who sets their
+    own password keeps the session they set it from."""
+    from click.testing import CliRunner
+
+    from radar.cli import main
+
+    admin = logged_in(site, "ada")
+    vera_laptop, vera_phone = logged_in(site, "vera"), logged_in(site, "vera")
+    assert vera_laptop.get("/search").status_code == 200
+    vera = user_row(site, "vera")
+    assert post_form(admin, "/users", f"/users/{vera.id}/password", {"password": "a-new-password"}).status_code == 303
+    for client in (vera_laptop, vera_phone):
+        page = client.get("/search")
+        assert page.status_code == 303 and page.headers["location"].startswith("/login"), page.status_code
+        assert client.get("/api/notices/1").status_code == 401  # the API takes the session no longer either
+    assert admin.get("/users").status_code == 200  # other users' sessions go on
+
+    ada = user_row(site, "ada")
+    other_ada = logged_in(site, "ada")
+    own = post_form(admin, "/users", f"/users/{ada.id}/password", {"password": "ada-new-password"})
+    assert own.status_code == 303
+    page = admin.get("/users")
+    assert page.status_code == 200 and flashes(page.text) == ["New password set for ada."]
+    assert other_ada.get("/users").status_code == 303
+
+    rex = logged_in(site, "rex")
+    result = CliRunner().invoke(main, ["users", "set-password", "rex"], env={"RADAR_USER_PASSWORD": "rex-new-password"})
+    assert result.exit_code == 0 and "sessions have ended" in result.output, result.output
+    assert rex.get("/search").status_code == 303
+    refused = CliRunner().invoke(main, ["users", "set-password", "rex"], env={"RADAR_USER_PASSWORD": "short"})
+    assert refused.exit_code != 0 and "at least 8 characters" in refused.output
+    unknown = CliRunner().invoke(main, ["users", "set-password", "nobody"], env={"RADAR_USER_PASSWORD": "long-enough-1"})
+    assert unknown.exit_code != 0 and "no user 'nobody'" in unknown.output
 
 def test_the_last_admin_cannot_stop_being_one(site):
     from radar.auth import UserError, set_role

@@ -1,4 +1,4 @@
-"""CLI verbs of the web app: `radar users add|list|set-role` and `radar web` (the web app alone)."""
+"""CLI verbs of the web app: `radar users add|list|set-role|set-password` and `radar web` (the web app alone)."""
 
 from __future__ import annotations
 
@@ -64,6 +64,24 @@ def users_set_role(name: str, role: str) -> None:
 
     user = set_role(get_engine(), name, role)
     click.echo(f"{user.username} is now {user.role}")
+
+
+@users.command("set-password")
+@click.argument("name")
+def users_set_password(name: str) -> None:
+    """Give a user a new password, read from RADAR_USER_PASSWORD or asked for.
+
+    The user's web sessions end at once: whoever knew the old password is logged out.
+    """
+    from radar.auth import check_password, set_password
+    from radar.db import get_engine
+
+    password = os.environ.get("RADAR_USER_PASSWORD")
+    if password is None:
+        password = click.prompt(f"new password for {name}", hide_input=True, confirmation_prompt=True)
+    check_password(password)
+    set_password(get_engine(), name, password)
+    click.echo(f"new password set for {name}; their sessions have ended")
 
 
 @click.command("web")

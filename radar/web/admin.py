@@ -22,7 +22,7 @@ from radar.subscriptions import (
     taxonomy_or_none,
     update_subscription,
 )
-from radar.web.auth import SUBSCRIPTION_EDITORS, require_admin, require_subscription_editor, require_user
+from radar.web.auth import SUBSCRIPTION_EDITORS, log_in, require_admin, require_subscription_editor, require_user
 from radar.web.csrf import csrf_protect
 from radar.web.routes import _engine, flash, page
 
@@ -97,7 +97,9 @@ def users_set_password(request: Request, user_id: int, admin: User = Depends(req
         flash(request, f"{target.username}: {exc}", "error")
         return _back("/users")
     log.info("%s set a new password for %s", admin.username, target.username)
-    flash(request, f"New password set for {target.username}.")
+    if target.id == admin.id:  # every session of the user ends with the old password; this one starts afresh
+        log_in(request, get_user_by_id(_engine(request), admin.id))
+    flash(request, f"New password set for {target.username}." + ("" if target.id == admin.id else " Their sessions have ended."))
     return _back("/users")
 
 

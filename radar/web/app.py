@@ -159,7 +159,9 @@ def create_app(engine: Engine | None = None) -> FastAPI:
     app.state.session_max_age = int(settings.web_session_max_age)
     app.state.templates = make_templates()
     app.state.facet_cache = {}
-    app.add_middleware(SessionMiddleware, secret_key=_secret_key(), session_cookie=SESSION_COOKIE,
+    secret_key = _secret_key()
+    app.state.password_mark_key = secret_key.encode()
+    app.add_middleware(SessionMiddleware, secret_key=secret_key, session_cookie=SESSION_COOKIE,
                        max_age=int(settings.web_session_max_age), same_site="lax",
                        https_only=bool(settings.web_cookie_secure))
     app.add_middleware(SecurityHeaders)

@@ -1,12 +1,18 @@
 """Who is asking: the logged-in user from the session (pages), or from the session or HTTP Basic (API).
 
-A session holds the user's id and the time of login; it ends ``web_session_max_age`` seconds after the
-login whatever the activity, and at once when the user is deactivated. The role is read from the
-database on every request, so `radar users set-role` takes effect without a new login.
+A session holds the user's id, the time of login and a mark of the password it was opened with (an
+HMAC of the password hash under the app's secret key: the cookie is signed, not encrypted); it ends
+``web_session_max_age`` seconds after the login whatever the activity, at once when the user is
+deactivated, and at once when the password is changed (by an admin on the users page or with
+`radar users set-password`), so a password reset also ends the sessions of whoever knew the old one.
+The role is read from the database on every request, so `radar users set-role` takes effect without a
+new login.
 """
 
 from __future__ import annotations
 
+import hashlib
+import hmac
 import logging
 import time
 from collections.abc import Collection
@@ -60,6 +66,10 @@ def session_user(request: Request) -> User | None:
             if user is None or not user.active:
                 request.session.clear()
                 user = None
+            elif not hmac.compare_digest(str(request.session.get("pw", "")), _password_mark(request, user)):
+                log.info("session of user %s ended: the password changed since the login", user_id)
+                request.session.clear()
+                user = None
     request.state.user = user
     return user
 
@@ -71,8 +81,13 @@ def log_in(request: Request, user: User) -> None:
     request.session.clear()
     request.session["uid"] = user.id
     request.session["auth_at"] = time.time()
+    request.session["pw"] = _password_mark(request, user)
     new_token(request)
     request.state.user = user
+
+
+def _password_mark(request: Request, user: User) -> str:
+    return hmac.new(request.app.state.password_mark_key, user.password_hash.encode(), hashlib.sha256).hexdigest()[:32]
 
 
 def log_out(request: Request) -> None:
