@@ -104,11 +104,11 @@ def facet_counts(engine: Engine, query: str, filters: Filters | None = None, *, 
     axes = ", ".join(f"'{axis}'" for axis in AXIS_FACETS.values())
     if match_ids is not None:
         total = len(match_ids)
+    elif total is None:
+        total = count_matching(engine, query, filters)
+    if not total:
+        return _facets(total, False, [], values_per_facet, keep, started)
     with engine.connect() as connection:
-        if total is None:
-            total = count_matching(engine, query, filters)
-        if not total:
-            return _facets(total, False, [], values_per_facet, keep, started)
         sampled = bool(sample_above) and total > sample_above
         sample = id_sample(id_range(connection), sample_above / total) if sampled and match_ids is None else None
         if sampled and match_ids is None and sample is None:
