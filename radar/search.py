@@ -179,6 +179,15 @@ def facet_token(axis: str, value: str) -> str:
     return "f" + f"{axis}:{value}".encode().hex()
 
 
+def facet_token_value(token: str) -> tuple[str, str] | None:
+    """The (axis, value) of a facet token; None for anything that is not one."""
+    try:
+        axis, _, value = bytes.fromhex(token[1:]).decode().partition(":")
+    except ValueError:
+        return None
+    return (axis, value) if token.startswith("f") and value else None
+
+
 def facet_keys(findings) -> str:
     """A notice's facet_keys from its findings, (axis, value, role) triples: a token for each counted
     finding on a filter axis and for each of its ancestors (cat.toys.magnetic also files the notice under
@@ -445,12 +454,13 @@ class IdSample:
         return covered / (self.high - self.low + 1)
 
     def restrict(self, joins: str, where: list[str], params: dict[str, Any], dialect: str, *,
-                 words: bool = False, per_match: bool = False) -> tuple[str, str, list[str]]:
+                 words: bool = False, per_match: bool = False, columns: tuple[str, ...] = ()) -> tuple[str, str, list[str]]:
         """(common table expression or "", FROM clause, conditions) of the notices `n` of a search, kept
         to the sample. With words on SQLite one arithmetic test per match, on the FTS row, as FTS5 walks
         its match list anyway; so too with `per_match` (words on PostgreSQL that match fewer notices than
         the sample holds: the GIN index lists them). Otherwise each block is a range seek on the notice
-        id, driven from a small table of the blocks, so only sampled notices are read at all."""
+        id, driven from a small table of the blocks, so only sampled notices are read at all. `columns`
+        are notice columns read besides those a search reads."""
         if joins or per_match:
             params.update(s_low=self.low, s_period=self.period, s_size=self.size)
             ident = "+f.rowid" if joins else "n.id"
@@ -465,8 +475,9 @@ class IdSample:
             # notices the blocks hold, and would otherwise scan every notice against every block. Without
             # words the columns a search and its facets read are all in ix_notice_sample (migration 0004),
             # so the sampled notices are read from that index alone.
-            columns = "n.id, n.source, n.published, n.gtin" + (", n.search_vector, n.facet_vector" if words else "")
-            return (cte, f"s CROSS JOIN LATERAL (SELECT {columns} FROM notice n WHERE n.id BETWEEN s.lo AND s.hi OFFSET 0) n",
+            read = ", ".join(["n.id", "n.source", "n.published", "n.gtin", *(["n.search_vector", "n.facet_vector"] if words else []),
+                              *(f"n.{c}" for c in columns)])
+            return (cte, f"s CROSS JOIN LATERAL (SELECT {read} FROM notice n WHERE n.id BETWEEN s.lo AND s.hi OFFSET 0) n",
                     where)
         return cte, "s CROSS JOIN notice n", where + ["n.id BETWEEN s.lo AND s.hi"]
 
@@ -491,13 +502,13 @@ def id_sample(ids: tuple[int, int], fraction: float) -> IdSample | None:
     return IdSample(low=low, high=high, period=period, size=size)
 
 
-def sampled_where(engine: Engine, query: str, filters: Filters, sample: IdSample,
-                  matches: int | None = None) -> tuple[str, str, list[str], dict[str, Any]]:
+def sampled_where(engine: Engine, query: str, filters: Filters, sample: IdSample, matches: int | None = None,
+                  columns: tuple[str, ...] = ()) -> tuple[str, str, list[str], dict[str, Any]]:
     """(common table expression or "", FROM clause, conditions, parameters) of the notices `n` a search
     matches, kept to `sample`. What drives the search is sampled, so the cost follows the sample's
     matches: with words the full-text match list (on PostgreSQL when `matches`, the search's total, is
     below the number of notices the sample spans); with only a taxonomy filter its id list; otherwise
-    ranges of notice ids."""
+    ranges of notice ids. `columns`: notice columns the caller reads besides a search's."""
     dialect = engine.dialect.name
     parsed = parse_query(query)
     if parsed.empty and any(getattr(filters, name) for name, _ in _AXES):
@@ -506,7 +517,8 @@ def sampled_where(engine: Engine, query: str, filters: Filters, sample: IdSample
     joins, where, params, parsed = where_clause(engine, query, filters, form="exists")
     per_match = dialect == "postgresql" and not parsed.empty and matches is not None and \
         matches < sample.fraction * (sample.high - sample.low + 1)
-    cte, from_sql, where = sample.restrict(joins, where, params, dialect, words=not parsed.empty, per_match=per_match)
+    cte, from_sql, where = sample.restrict(joins, where, params, dialect, words=not parsed.empty, per_match=per_match,
+                                           columns=columns)
     return cte, from_sql, where, params
 
 

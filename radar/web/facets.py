@@ -1,13 +1,17 @@
 """Facet counts for a search: how many matching notices fall in each source, market, category, hazard,
-policy class, year and has-GTIN value (GROUP BY over the matching notices).
+policy class, year and has-GTIN value, over the matching notices (or a sample of them).
 
 The matching notices are exactly radar.search's: the same where_clause, in its "in" form (with words,
 the full-text index matches words and filters together; without, the narrowest filter's id list comes
 from the (axis, value, notice_id) index); a sample takes radar.search.sampled_where, which samples
 whatever drives the search.
 
+A value's count is the number of matching notices a filter on that value would keep: a notice counts
+under each of its counted findings and each ancestor of them (juris.eu takes its members' notices),
+once, read from the notice's facet keys (radar.search.facet_keys), not from its classification rows.
+
 A search matching a large part of the archive would make exact facet counts cost a pass over most
-classification rows. Above ``sample_above`` matches the counts come from radar.search's systematic
+of the archive. Above ``sample_above`` matches the counts come from radar.search's systematic
 sample of notice ids (IdSample), scaled by total / matches in the sample, and marked approximate.
 """
 
@@ -17,6 +21,7 @@ import json
 import logging
 import math
 import time
+from collections import Counter
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
@@ -25,8 +30,8 @@ from sqlalchemy import text
 from sqlalchemy.engine import Engine
 from sqlalchemy.exc import OperationalError
 
-from radar.models import counted_role_sql
-from radar.search import Filters, count_matching, id_range, id_sample, sampled_where, where_clause, where_sql
+from radar.search import (Filters, count_matching, facet_token_value, id_range, id_sample, sampled_where, where_clause,
+                          where_sql)
 
 log = logging.getLogger(__name__)
 
@@ -87,8 +92,9 @@ def facet_counts(engine: Engine, query: str, filters: Filters | None = None, *, 
                  keep: dict[str, list[str]] | None = None, time_limit: float | None = None,
                  match_ids: list[int] | None = None) -> Facets:
     """How many of the notices matching `query` and `filters` fall in each source, market, category,
-    hazard, policy class, year and has-GTIN value. Counts are distinct notices; a country a product only
-    comes from (role origin) is not counted as its market, as in the market filter. Values in `keep`
+    hazard, policy class, year and has-GTIN value. Counts are distinct notices, each counted under its
+    findings' values and their ancestors, as the filters select them; a country a product only comes
+    from (role origin) is not counted as its market, as in the market filter. Values in `keep`
     (facet name → values, e.g. the selected ones) are listed even when they are not among the top.
 
     With `time_limit` (seconds), counting that takes longer is abandoned: the result then has
@@ -101,7 +107,6 @@ def facet_counts(engine: Engine, query: str, filters: Filters | None = None, *, 
     filters = filters or Filters()
     sqlite = engine.dialect.name == "sqlite"
     year = "substr(n.published, 1, 4)" if sqlite else "CAST(EXTRACT(YEAR FROM n.published) AS TEXT)"
-    axes = ", ".join(f"'{axis}'" for axis in AXIS_FACETS.values())
     if match_ids is not None:
         total = len(match_ids)
     elif total is None:
@@ -121,30 +126,16 @@ def facet_counts(engine: Engine, query: str, filters: Filters | None = None, *, 
             cte, from_sql, params = "", "notice n", {"ids": json.dumps(ids) if sqlite else ids}
             where = ["n.id IN (SELECT value FROM json_each(:ids))" if sqlite else "n.id = ANY(:ids)"]
         elif sample is not None:
-            cte, from_sql, where, params = sampled_where(engine, query, filters, sample, matches=total)
+            cte, from_sql, where, params = sampled_where(engine, query, filters, sample, matches=total, columns=("facet_keys",))
         else:
             joins, where, params, _ = where_clause(engine, query, filters, form="in")
             cte, from_sql = "", f"notice n {joins}"
-        # One statement, the matching notices read once (MATERIALIZED) and grouped two ways. Their findings
-        # are fetched per notice from the (notice_id, axis, value, role) index, never by scanning every
-        # finding of an axis and probing the match set: SQLite keeps CROSS JOIN's order; PostgreSQL is
-        # held to it by LATERAL with OFFSET 0 (it misjudges the size of a sample and would hash all findings).
-        findings = (f"classification c WHERE c.notice_id = m.id AND c.axis IN ({axes}) "
-                    f"AND {counted_role_sql('c')}")
-        if sqlite:
-            finding_rows = f"m CROSS JOIN {findings.replace(' WHERE ', ' ON ', 1)}"
-        else:
-            finding_rows = f"m CROSS JOIN LATERAL (SELECT c.axis, c.value, c.notice_id FROM {findings} OFFSET 0) c"
-        sql = (
-            f"WITH {cte + ', ' if cte else ''}m AS MATERIALIZED (SELECT n.id, n.source, {year} AS year, "
-            f"CASE WHEN n.gtin IS NOT NULL AND n.gtin <> '' THEN 1 ELSE 0 END AS has_gtin "
-            f"FROM {from_sql} {where_sql(where)}) "
-            f"SELECT 'notice' AS kind, m.source AS a, m.year AS b, m.has_gtin AS g, count(*) AS hits FROM m "
-            f"GROUP BY m.source, m.year, m.has_gtin "
-            f"UNION ALL "
-            f"SELECT 'finding', c.axis, c.value, 0, count(DISTINCT c.notice_id) FROM {finding_rows} "
-            f"GROUP BY c.axis, c.value"
-        )
+        # The matching notices' source, year, GTIN and facet keys (radar.search.facet_keys: a notice's
+        # counted findings and their ancestors, one each, so a value's count is what a filter on it finds),
+        # counted here: splitting the keys in Python costs less than in either database's SQL.
+        sql = (f"{'WITH ' + cte if cte else ''} SELECT n.source, {year} AS year, "
+               f"CASE WHEN n.gtin IS NOT NULL AND n.gtin <> '' THEN 1 ELSE 0 END AS has_gtin, n.facet_keys "
+               f"FROM {from_sql} {where_sql(where)}")
         try:
             with _time_limit(connection, engine, time_limit):
                 rows = connection.execute(text(sql), params).all()
@@ -159,33 +150,32 @@ def facet_counts(engine: Engine, query: str, filters: Filters | None = None, *, 
 
 def _facets(total: int, sampled: bool, rows, values_per_facet: int, keep: dict[str, list[str]] | None,
             started: float) -> Facets:
-    """Facets from the counting statement's rows: ('notice', source, year, has GTIN, count) and
-    ('finding', axis, value, 0, count), scaled up to `total` when they counted a sample."""
-    notice_rows = [(a, b, g, hits) for kind, a, b, g, hits in rows if kind == "notice"]
-    in_sample = sum(row[3] for row in notice_rows)
-    scale = (total / in_sample) if sampled and in_sample else 1.0
-    facets = Facets(total=total, approximate=sampled)
-    by_source: dict[str, int] = {}
-    by_year: dict[str, int] = {}
-    for source, year_value, has_gtin, hits in notice_rows:
-        by_source[source] = by_source.get(source, 0) + hits
-        key = str(year_value or "")
-        by_year[key] = by_year.get(key, 0) + hits
-        facets.gtin["yes" if has_gtin else "no"] += hits
+    """Facets of the matching notices' rows (source, year, has GTIN, facet keys), scaled up to `total`
+    when the rows are a sample."""
+    scale = (total / len(rows)) if sampled and rows else 1.0
+    by_source: Counter = Counter()
+    by_year: Counter = Counter()
+    by_gtin: Counter = Counter()
+    for source, year_value, has_gtin, _ in rows:
+        by_source[source] += 1
+        by_year[str(year_value or "")] += 1
+        by_gtin["yes" if has_gtin else "no"] += 1
     by_axis: dict[str, dict[str, int]] = {axis: {} for axis in AXIS_FACETS.values()}
-    for kind, axis, value, _, hits in rows:
-        if kind == "finding":
-            by_axis[axis][value] = hits
-    if scale != 1.0:
-        by_source = {k: round(v * scale) for k, v in by_source.items()}
-        by_year = {k: round(v * scale) for k, v in by_year.items()}
-        facets.gtin = {k: round(v * scale) for k, v in facets.gtin.items()}
-        by_axis = {axis: {k: round(v * scale) for k, v in counts.items()} for axis, counts in by_axis.items()}
+    for token, hits in Counter(" ".join(row[3] for row in rows).split()).items():
+        found = facet_token_value(token)
+        # A key for the id's first segment alone ("cat") names the axis's prefix, not a taxonomy node.
+        if found and found[0] in by_axis and "." in found[1]:
+            by_axis[found[0]][found[1]] = hits
+
+    def scaled(counts) -> dict[str, int]:
+        return {k: round(v * scale) for k, v in counts.items()}
+
+    facets = Facets(total=total, approximate=sampled, gtin={"yes": 0, "no": 0, **scaled(by_gtin)})
     keep = keep or {}
-    facets.values["source"] = _top(by_source, values_per_facet, keep.get("source", []))
+    facets.values["source"] = _top(scaled(by_source), values_per_facet, keep.get("source", []))
     for name, axis in AXIS_FACETS.items():
-        facets.values[name] = _top(by_axis[axis], values_per_facet, keep.get(name, []))
-    facets.years = [FacetValue(y, c) for y, c in sorted(by_year.items(), key=lambda kv: kv[0] or "0000", reverse=True)]
+        facets.values[name] = _top(scaled(by_axis[axis]), values_per_facet, keep.get(name, []))
+    facets.years = [FacetValue(y, c) for y, c in sorted(scaled(by_year).items(), key=lambda kv: kv[0] or "0000", reverse=True)]
     facets.seconds = time.perf_counter() - started
     return facets
 
