@@ -473,8 +473,8 @@ class IdSample:
         if dialect == "postgresql":
             # LATERAL with OFFSET 0 holds PostgreSQL to one range seek per block: it cannot tell how few
             # notices the blocks hold, and would otherwise scan every notice against every block. Without
-            # words the columns a search and its facets read are all in ix_notice_sample (migration 0004),
-            # so the sampled notices are read from that index alone.
+            # words the columns a search reads are all in ix_notice_sample (migration 0004), so a sampled
+            # count reads that index alone (facet counts also read the notices' facet_keys).
             read = ", ".join(["n.id", "n.source", "n.published", "n.gtin", *(["n.search_vector", "n.facet_vector"] if words else []),
                               *(f"n.{c}" for c in columns)])
             return (cte, f"s CROSS JOIN LATERAL (SELECT {read} FROM notice n WHERE n.id BETWEEN s.lo AND s.hi OFFSET 0) n",

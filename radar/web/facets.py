@@ -122,7 +122,7 @@ def facet_counts(engine: Engine, query: str, filters: Filters | None = None, *, 
             ids = sorted(match_ids)
             if sampled:
                 ids = ids[::math.ceil(len(ids) / sample_above)]
-            # Read by id: on PostgreSQL from ix_notice_sample alone (it holds every column read here).
+            # Read by id: a primary-key lookup each, the search is not run again.
             cte, from_sql, params = "", "notice n", {"ids": json.dumps(ids) if sqlite else ids}
             where = ["n.id IN (SELECT value FROM json_each(:ids))" if sqlite else "n.id = ANY(:ids)"]
         elif sample is not None:
