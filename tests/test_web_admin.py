@@ -321,6 +321,15 @@ def test_head_answers_as_get_does_without_a_body(lite_site):
     assert exported.status_code == 200 and exported.content == b"" and exported.headers["content-type"].startswith("text/csv")
 
 
+def test_head_leaves_the_flash_messages_for_the_next_page_view(lite_site):
+    admin = logged_in(lite_site, "ada")
+    vera = user_row(lite_site, "vera")
+    assert post_form(admin, "/users", f"/users/{vera.id}/role", {"role": "reviewer"}).status_code == 303
+    assert admin.head("/users").status_code == 200  # a link checker or a prefetch, say
+    assert flashes(admin.get("/users").text) == ["vera is now reviewer."]
+    assert flashes(admin.get("/users").text) == []
+
+
 def test_two_admins_demoting_each_other_at_once_leave_one(site):
     """The guard holds under a race: PostgreSQL locks the admins' rows, SQLite has one writer."""
     import threading

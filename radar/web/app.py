@@ -90,7 +90,10 @@ class HeadAsGet:
                 message = {"type": "http.response.body", "body": b"", "more_body": False}
             await send(message)
 
-        await self.app(dict(scope, method="GET"), receive, send_without_body)
+        # request.state.head tells a page it answers a HEAD: it must not use up what only a GET should
+        # (the flash messages waiting for the next page view).
+        state = {**scope.get("state", {}), "head": True}
+        await self.app(dict(scope, method="GET", state=state), receive, send_without_body)
 
 
 def _num(value) -> str:

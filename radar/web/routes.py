@@ -53,6 +53,13 @@ def flash(request: Request, message: str, kind: str = "info") -> None:
     request.session["flash"] = request.session.get("flash", []) + [[kind, message]]
 
 
+def _take_flashes(request: Request) -> list:
+    """The flash messages to show on this page, used up unless the page answers a HEAD."""
+    if getattr(request.state, "head", False):
+        return request.session.get("flash", [])
+    return request.session.pop("flash", []) if "flash" in request.session else []
+
+
 def page(request: Request, name: str, context: dict[str, Any] | None = None, status: int = 200,
          headers: dict[str, str] | None = None) -> HTMLResponse:
     from radar.auth import can_decide
@@ -60,7 +67,7 @@ def page(request: Request, name: str, context: dict[str, Any] | None = None, sta
     user = session_user(request)
     ctx = {
         "user": user, "can_decide": bool(user and can_decide(user.role)), "csrf_token": csrf_token(request),
-        "flashes": request.session.pop("flash", []) if "flash" in request.session else [],
+        "flashes": _take_flashes(request),
         "path": request.url.path, "title": "", "nav": "",
     }
     ctx.update(context or {})
