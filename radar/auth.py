@@ -146,4 +146,5 @@ def authenticate(engine: Engine, username: str, password: str) -> User | None:
             row.password_hash = new_hash
             session.add(row)
             session.commit()
+        user.password_hash = new_hash  # what the session started from this login is marked with
     return user

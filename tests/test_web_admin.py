@@ -165,6 +165,19 @@ def test_a_new_password_ends_the_users_open_sessions(site):
     unknown = CliRunner().invoke(main, ["users", "set-password", "nobody"], env={"RADAR_USER_PASSWORD": "long-enough-1"})
     assert unknown.exit_code != 0 and "no user 'nobody'" in unknown.output
 
+
+def test_a_login_that_rehashes_the_password_keeps_its_session(lite_site, monkeypatch):
+    """Raised argon2 parameters rehash a password at its next login; that login's session is marked with
+    the new hash, so it is not ended by the change it made itself."""
+    from radar import auth
+
+    before = user_row(lite_site, "vera").password_hash
+    monkeypatch.setattr(auth, "ARGON2_PARAMS", {"time_cost": 2, "memory_cost": 1024, "parallelism": 1})
+    auth._hasher.cache_clear()
+    vera = logged_in(lite_site, "vera")
+    assert user_row(lite_site, "vera").password_hash != before  # rehashed with the new parameters
+    assert vera.get("/search").status_code == 200
+
 def test_the_last_admin_cannot_stop_being_one(site):
     from radar.auth import UserError, set_role
 
