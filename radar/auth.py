@@ -12,7 +12,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlmodel import Session, select
 
 from radar.errors import RadarError
-from radar.models import User
+from radar.models import User, utcnow
 
 log = logging.getLogger(__name__)
 
@@ -129,6 +129,16 @@ def set_password(engine: Engine, username: str, password: str) -> None:
         user.password_hash = hash_password(password)
         session.add(user)
         session.commit()
+
+
+def record_login(engine: Engine, user: User) -> None:
+    """Note that `user` logged in now (users page, `radar users list`)."""
+    with Session(engine) as session:
+        row = session.get(User, user.id)
+        if row is not None:
+            row.last_login_at = user.last_login_at = utcnow()
+            session.add(row)
+            session.commit()
 
 
 def authenticate(engine: Engine, username: str, password: str) -> User | None:

@@ -256,6 +256,7 @@ class User(SQLModel, table=True):
     role: str = Field(default="viewer", max_length=20)  # viewer, reviewer, admin
     active: bool = True
     created_at: datetime = Field(default_factory=utcnow)
+    last_login_at: Optional[datetime] = None  # the last web login (an API call with a password is not one)
 
 
 class Subscription(SQLModel, table=True):

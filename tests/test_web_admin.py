@@ -178,6 +178,28 @@ def test_a_login_that_rehashes_the_password_keeps_its_session(lite_site, monkeyp
     assert user_row(lite_site, "vera").password_hash != before  # rehashed with the new parameters
     assert vera.get("/search").status_code == 200
 
+
+def test_the_users_page_and_the_cli_show_each_users_last_login(site):
+    from datetime import datetime, timezone
+
+    from click.testing import CliRunner
+
+    from radar.cli import main
+
+    admin = logged_in(site, "ada")
+    today = datetime.now(timezone.utc).date().isoformat()
+    assert user_row(site, "vera").last_login_at is None
+    logged_in(site, "vera")
+    assert user_row(site, "vera").last_login_at.date().isoformat() == today
+    users_page = admin.get("/users").text
+    cells = {name: re.search(rf'<tr id="user-{user_row(site, name).id}">.*?</tr>', users_page, re.S).group(0)
+             for name in ("vera", "rex", "ada")}
+    assert f"<td>{today}</td>" in cells["vera"] and f"<td>{today}</td>" in cells["ada"]
+    assert "<td>never</td>" in cells["rex"]
+    listed = CliRunner().invoke(main, ["users", "list"]).output
+    assert re.search(rf"^vera\s+viewer\s+last login {today} \d\d:\d\d", listed, re.M), listed
+    assert re.search(r"^rex\s+reviewer\s+never logged in", listed, re.M), listed
+
 def test_the_last_admin_cannot_stop_being_one(site):
     from radar.auth import UserError, set_role
 

@@ -51,7 +51,8 @@ def users_list() -> None:
         return
     for user in rows:
         state = "" if user.active else "  (inactive)"
-        click.echo(f"{user.username:<30} {user.role:<9} {user.email}{state}")
+        last = f"last login {user.last_login_at:%Y-%m-%d %H:%M}" if user.last_login_at else "never logged in"
+        click.echo(f"{user.username:<30} {user.role:<9} {last:<28} {user.email}{state}")
 
 
 @users.command("set-role")

@@ -103,7 +103,7 @@ def login_form(request: Request, next: str = "/search"):
 
 @router.post("/login")
 def login(request: Request, username: str = Form(""), password: str = Form(""), next: str = Form("/search")):
-    from radar.auth import authenticate
+    from radar.auth import authenticate, record_login
 
     user = authenticate(_engine(request), username.strip(), password)
     if user is None:
@@ -111,6 +111,7 @@ def login(request: Request, username: str = Form(""), password: str = Form(""), 
         return page(request, "login.html", {"next": safe_next(next), "error": "Wrong user name or password.",
                                             "username": username[:100], "title": "Log in"})
     log_in(request, user)
+    record_login(_engine(request), user)
     log.info("user %s logged in", user.username)
     return RedirectResponse(safe_next(next), status_code=303)
 
