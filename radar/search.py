@@ -15,7 +15,7 @@ from dataclasses import asdict, dataclass, field
 from datetime import date
 from typing import Any
 
-from sqlalchemy import text
+from sqlalchemy import bindparam, text
 from sqlalchemy.engine import Engine
 
 from radar.errors import SearchQueryError
@@ -181,11 +181,13 @@ def facet_token(axis: str, value: str) -> str:
 
 def facet_token_value(token: str) -> tuple[str, str] | None:
     """The (axis, value) of a facet token; None for anything that is not one."""
+    if not token.startswith("f"):
+        return None
     try:
         axis, _, value = bytes.fromhex(token[1:]).decode().partition(":")
     except ValueError:
         return None
-    return (axis, value) if token.startswith("f") and value else None
+    return (axis, value) if value else None
 
 
 def facet_keys(findings) -> str:
@@ -207,22 +209,20 @@ def refresh_facet_keys(connection, notice_ids) -> None:
     ids = sorted(set(notice_ids))
     for start in range(0, len(ids), 500):
         chunk = ids[start:start + 500]
-        params = {f"id_{i}": nid for i, nid in enumerate(chunk)}
-        marks = ", ".join(f":id_{i}" for i in range(len(chunk)))
         found: dict[int, list] = {nid: [] for nid in chunk}
-        for notice_id, axis, value, role in connection.execute(
-                text(f"SELECT notice_id, axis, value, role FROM classification WHERE notice_id IN ({marks})"), params):
+        rows = text("SELECT notice_id, axis, value, role FROM classification WHERE notice_id IN :ids")
+        for notice_id, axis, value, role in connection.execute(rows.bindparams(bindparam("ids", expanding=True)),
+                                                               {"ids": chunk}):
             found[notice_id].append((axis, value, role))
         connection.execute(text("UPDATE notice SET facet_keys = :keys WHERE id = :id AND facet_keys <> :keys"),
                            [{"id": nid, "keys": facet_keys(rows)} for nid, rows in found.items()])
 
 
-def _keys_fts5(filters: list[tuple[str, list[str]]]) -> str:
-    return " AND ".join("(" + " OR ".join(facet_token(axis, v) for v in values) + ")" for axis, values in filters)
-
-
-def _keys_tsquery(filters: list[tuple[str, list[str]]]) -> str:
-    return " & ".join("(" + " | ".join(facet_token(axis, v) for v in values) + ")" for axis, values in filters)
+def _keys_expression(filters: list[tuple[str, list[str]]], or_op: str, and_op: str) -> str:
+    """The taxonomy filters as a match of facet tokens (each filter a clause of its values), FTS5's or
+    tsquery's by the operators; exact tokens, as an ancestor's token is indexed in its own right."""
+    clauses = [[[facet_token(axis, v)] for v in values] for axis, values in filters]
+    return f" {and_op} ".join(_join(clauses, lambda tokens: tokens[0], or_op, and_op))
 
 
 def _axis_clause(axis: str, values: list[str], params: dict[str, Any], form: str, dialect: str,
@@ -303,7 +303,7 @@ def where_clause(engine: Engine, query: str, filters: Filters, *, form: str = "e
         # The query's words are looked for in the title and text only, never among the facet keys.
         params["match"] = "{title text} : (" + fts5_expression(parsed) + ")"
         if keys_in_index:
-            params["match"] += " AND facet_keys : (" + _keys_fts5(axis_filters) + ")"
+            params["match"] += " AND facet_keys : (" + _keys_expression(axis_filters, "OR", "AND") + ")"
     if fts and form == "walk":
         # The unary + keeps SQLite from using the list as the way in (an FTS5 MATCH run per id): the date
         # index is walked once and each id checked against the list.
@@ -318,7 +318,7 @@ def where_clause(engine: Engine, query: str, filters: Filters, *, form: str = "e
         params["tsq"] = tsquery_expression(parsed)
         where.append("n.search_vector @@ to_tsquery('simple', :tsq)")
         if keys_in_index:
-            params["keys"] = _keys_tsquery(axis_filters)
+            params["keys"] = _keys_expression(axis_filters, "|", "&")
             where.append("n.facet_vector @@ CAST(:keys AS tsquery)")
     return joins, where, params, parsed
 
@@ -395,17 +395,17 @@ def search(engine: Engine, query: str = "", filters: Filters | None = None, *, s
             # The matches' ids, dates and scores are kept once (MATERIALIZED), counted, and sorted; only
             # the page's notices are fetched whole.
             # The first row also carries every match's id (for the facet counts), unless there are too many.
-            order = ("p.score DESC, " if score != "NULL" else "") + "p.published DESC NULLS LAST, p.id DESC"
+            in_m = ("score DESC, " if score != "NULL" else "") + "published DESC NULLS LAST, id DESC"
             all_ids = "json_group_array(id)" if dialect == "sqlite" else "array_agg(id)"
             params["ids_kept"] = MATCH_IDS_KEPT
             sql = (f"WITH m AS MATERIALIZED (SELECT n.id AS id, n.published AS published, {score} AS score "
                    f"FROM notice n {joins} {where_sql(where)}), "
-                   f"p AS (SELECT id, published, score, row_number() OVER (ORDER BY {order.replace('p.', '')}) AS rn "
-                   f"FROM m ORDER BY {order.replace('p.', '')} LIMIT :limit OFFSET :offset) "
-                   f"SELECT {columns}, p.score AS score, (SELECT count(*) FROM m) AS total, "
-                   f"CASE WHEN p.rn = :offset + 1 AND (SELECT count(*) FROM m) <= :ids_kept "
-                   f"THEN (SELECT {all_ids} FROM m) END AS match_ids "
-                   f"FROM p JOIN notice n ON n.id = p.id ORDER BY {order}")
+                   f"c AS (SELECT count(*) AS total FROM m), "
+                   f"p AS (SELECT id, published, score, row_number() OVER (ORDER BY {in_m}) AS rn "
+                   f"FROM m ORDER BY {in_m} LIMIT :limit OFFSET :offset) "
+                   f"SELECT {columns}, p.score AS score, c.total AS total, "
+                   f"CASE WHEN p.rn = :offset + 1 AND c.total <= :ids_kept THEN (SELECT {all_ids} FROM m) END AS match_ids "
+                   f"FROM p JOIN notice n ON n.id = p.id CROSS JOIN c ORDER BY p.rn")
         else:
             order = "n.published DESC NULLS LAST, n.id DESC"
             if dialect == "postgresql" and total is not None and not walk:

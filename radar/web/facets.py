@@ -115,9 +115,6 @@ def facet_counts(engine: Engine, query: str, filters: Filters | None = None, *, 
         return _facets(total, False, [], values_per_facet, keep, started)
     with engine.connect() as connection:
         sampled = bool(sample_above) and total > sample_above
-        sample = id_sample(id_range(connection), sample_above / total) if sampled and match_ids is None else None
-        if sampled and match_ids is None and sample is None:
-            sampled = False  # the archive emptied meanwhile: nothing to sample
         if match_ids is not None:
             ids = sorted(match_ids)
             if sampled:
@@ -125,9 +122,10 @@ def facet_counts(engine: Engine, query: str, filters: Filters | None = None, *, 
             # Read by id: a primary-key lookup each, the search is not run again.
             cte, from_sql, params = "", "notice n", {"ids": json.dumps(ids) if sqlite else ids}
             where = ["n.id IN (SELECT value FROM json_each(:ids))" if sqlite else "n.id = ANY(:ids)"]
-        elif sample is not None:
+        elif sampled and (sample := id_sample(id_range(connection), sample_above / total)) is not None:
             cte, from_sql, where, params = sampled_where(engine, query, filters, sample, matches=total, columns=("facet_keys",))
         else:
+            sampled = False  # not asked for, or the archive emptied meanwhile: nothing to sample
             joins, where, params, _ = where_clause(engine, query, filters, form="in")
             cte, from_sql = "", f"notice n {joins}"
         # The matching notices' source, year, GTIN and facet keys (radar.search.facet_keys: a notice's
